@@ -1,0 +1,17 @@
+"""tkn.ptx: the inline-PTX leaves. Each is a numba intrinsic on the GPU and a Python twin under the simulator."""
+from ._sim import SIM
+from .address import shared_address, global_address
+from .convert import pack_bf16x2, pack_f16x2, unpack_bf16x2, unpack_f16x2, bf16_bits, bf16_float
+from .mma import mma_m16n8k16_bf16, mma_m16n8k16_f16, mma_m16n8k16_f16_f16acc
+from .ldmatrix import (ldmatrix_x1, ldmatrix_x2, ldmatrix_x4, ldmatrix_x1_trans, ldmatrix_x2_trans, ldmatrix_x4_trans,
+                       stmatrix_x1, stmatrix_x2, stmatrix_x4, stmatrix_x1_trans, stmatrix_x2_trans, stmatrix_x4_trans,
+                       movmatrix_trans)
+from .cp_async import (cp_async_16, cp_async_16_zfill, cp_async_commit_group, cp_async_wait_group, cp_async_wait_all,
+                       cp_async_mbarrier_arrive_noinc)
+from .barrier import bar_sync, bar_arrive, syncwarp, fence_proxy_async_shared, fence_acq_rel_cta
+from .mbarrier import (mbarrier_init, mbarrier_inval, mbarrier_arrive, mbarrier_arrive_expect_tx, mbarrier_expect_tx,
+                       mbarrier_complete_tx, mbarrier_try_wait_parity, mbarrier_test_wait_parity, mbarrier_wait_parity,
+                       sim_mbarrier_complete_tx)
+from .math import ex2, lg2, rcp
+from .shuffle import (shfl_idx, shfl_xor, shfl_up, shfl_down, shfl_idx_f32, shfl_xor_f32, shfl_up_f32,
+                      shfl_down_f32)

@@ -1,0 +1,46 @@
+"""Addresses of array elements, as PTX instructions want them."""
+from llvmlite import ir
+from numba.cuda import cgutils, types
+
+from ._asm import leaf, sim_address
+
+
+def _element_pointer(context, builder, aryty, ary, idx, idxty):
+    arr = context.make_array(aryty)(context, builder, ary)
+    idx = context.cast(builder, idx, idxty, types.intp)
+    return cgutils.get_item_pointer(context, builder, aryty, arr, [idx], wraparound=False)
+
+
+def _shared_address_twin(arr, index):
+    return sim_address(arr, index)
+
+
+@leaf(_shared_address_twin)
+def shared_address(typingctx, arr, index):
+    """32-bit shared-state-space address of arr[index] (arr: a 1-D view of shared memory)."""
+    if not isinstance(arr, types.Array) or arr.ndim != 1:
+        raise TypeError(f"shared_address: arr must be a 1-D shared array, got {arr}")
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
+        sptr = builder.addrspacecast(ptr, ir.PointerType(ptr.type.pointee, 3))
+        return builder.ptrtoint(sptr, ir.IntType(32))
+
+    return types.uint32(arr, index), codegen
+
+
+def _global_address_twin(arr, index):
+    return sim_address(arr, index)
+
+
+@leaf(_global_address_twin)
+def global_address(typingctx, arr, index):
+    """64-bit generic address of arr[index] (arr: a 1-D view of device memory)."""
+    if not isinstance(arr, types.Array) or arr.ndim != 1:
+        raise TypeError(f"global_address: arr must be a 1-D array, got {arr}")
+
+    def codegen(context, builder, sig, args):
+        ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
+        return builder.ptrtoint(ptr, ir.IntType(64))
+
+    return types.uint64(arr, index), codegen

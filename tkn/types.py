@@ -1,0 +1,366 @@
+"""tkn's tile types: rt (register tile), rv (register vector), st (shared tile), sv (shared vector), gl (global).
+
+Each exists twice: as a numba type (a subclass of numba's Array, so indexing and loops just work and ops can
+dispatch on kind, shape and layout at compile time) and, under the simulator, as a numpy array subclass with the
+same attributes. DESIGN.md has the fragment and swizzle layouts.
+"""
+import numpy as np
+from numba import cuda
+from numba.cuda import types as nt
+from numba.cuda.datamodel import default_manager
+from numba.cuda.extending import intrinsic, register_model
+
+from tkn.ptx import SIM
+from tkn.ptx._asm import sim_address
+from tkn._op import op, expect
+
+
+
+class Layout:
+    """A layout tag. numba types each tag as its own type, so kernels pass layouts as compile-time constants."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return "tkn." + self.name.upper()
+
+
+ROW, COL = Layout("row"), Layout("col")            # register tile layouts
+ORTHO, ALIGN = Layout("ortho"), Layout("align")    # register vector layouts (see DESIGN.md)
+
+
+class LayoutType(nt.Dummy):
+    def __init__(self, name):
+        self.name_ = name
+        super().__init__("tkn." + name.upper())
+
+
+if not SIM:
+    from numba.cuda.extending import typeof_impl
+    from numba.cuda.core.imputils import lower_constant
+
+    typeof_impl.register(Layout)(lambda val, c: LayoutType(val.name))
+    register_model(LayoutType)(type(default_manager[nt.none]))
+    lower_constant(LayoutType)(lambda context, builder, ty, pyval: context.get_dummy_value())
+
+
+def _layout_name(x):
+    """'row' / 'col' / ... from a Layout, its numba type, or an omitted default."""
+    x = getattr(x, "value", x)
+    if isinstance(x, Layout):
+        return x.name
+    return getattr(x, "name_", None)
+ELSIZE = {"bf16": 2, "f16": 2, "f32": 4}
+_STORAGE_NP = {"bf16": np.uint16, "f16": np.uint16, "f32": np.float32}   # shared / global element storage
+_POISON = {np.dtype(np.float32): np.float32(np.nan), np.dtype(np.uint32): np.uint32(0x7FC17FC1),
+           np.dtype(np.uint16): np.uint16(0x7FC1)}
+
+
+def swizzle_bytes(kind, cols):
+    """The st swizzle width for a row of `cols` elements of `kind`: 128, 64 or 32 bytes."""
+    row = cols * ELSIZE[kind]
+    for s in (128, 64, 32):
+        if row % s == 0:
+            return s
+    raise ValueError(f"st: a row of {cols} {kind} ({row} B) is not a multiple of 32 bytes")
+
+
+def _check_dims(what, rows, cols):
+    if rows <= 0 or cols <= 0 or rows % 16 or cols % 16:
+        raise TypeError(f"tkn.{what}: rows={rows} and cols={cols} must be positive multiples of 16")
+
+
+class _Spec:
+    """What ops need to know about a tile, in both worlds."""
+
+    def _set_spec(self, role, kind, rows, cols, layout):
+        self.role, self.kind, self.rows, self.cols = role, kind, rows, cols
+        if role == "rt":
+            self.rt_layout = layout
+        elif role == "rv":
+            self.rv_layout = layout
+        elif role == "st":
+            self.swizzle = swizzle_bytes(kind, cols)
+        self.height, self.width = rows // 16, cols // 16
+
+    @property
+    def spec(self):
+        return (self.role, self.kind, self.rows, self.cols, getattr(self, "rt_layout", getattr(self, "rv_layout", None)))
+
+    def describe(self):
+        r, k, rows, cols, lay = self.spec
+        if r == "rt":
+            return f"rt_{k}<{rows}x{cols}, {lay}>"
+        if r == "rv":
+            return f"rv_{k}<{rows}, {lay}>"
+        if r == "st":
+            return f"st_{k}<{rows}x{cols}>"
+        return f"sv_{k}<{rows}>"
+
+
+# ----------------------------------------------------------------------------------------------- numba types
+class TileType(_Spec, nt.Array):
+    def __init__(self, role, kind, rows, cols, layout=None):
+        self._set_spec(role, kind, rows, cols, layout)
+        if role == "rt":
+            dtype, ndim = (nt.float32 if kind == "f32" else nt.uint32), 3
+        elif role == "rv":
+            dtype, ndim = nt.float32, 2
+        else:
+            dtype, ndim = (nt.float32 if kind == "f32" else nt.uint16), 1
+        super().__init__(dtype, ndim, "C", name=self.describe())
+
+    @property
+    def key(self):
+        return self.spec
+
+    @property
+    def mangling_args(self):
+        return "tkn_" + self.role, [self.kind, self.rows, self.cols, str(self.spec[4])]
+
+
+register_model(TileType)(type(default_manager[nt.float32[:]]))
+
+
+# ------------------------------------------------------------------------------------------ simulated tiles
+class SimTile(_Spec, np.ndarray):
+    def __array_finalize__(self, obj):
+        if obj is not None and hasattr(obj, "role"):
+            self._set_spec(*obj.spec)
+
+    def __repr__(self):
+        return f"{self.describe()}({np.asarray(self)!r})"
+
+
+def _sim_tile(storage, spec):
+    t = storage.view(SimTile)
+    t._set_spec(*spec)
+    return t
+
+
+def _rt_shape(kind, rows, cols):
+    return (rows // 16, cols // 16, 8 if kind == "f32" else 4)
+
+
+def _rv_shape(length, layout):
+    return (length // 16, 2 if layout == "ortho" else 4)
+
+
+# --------------------------------------------------------------------------------------------- registers
+_alloc_cache = {}
+
+
+def _register_allocator(spec):
+    """An intrinsic with no arguments that allocas the register storage of `spec` in the calling kernel."""
+    if spec in _alloc_cache:
+        return _alloc_cache[spec]
+    ty = TileType(*spec)
+    role, kind, rows, cols, layout = spec
+    shape = _rt_shape(kind, rows, cols) if role == "rt" else _rv_shape(rows, layout)
+
+    from numba.cuda.cudadrv import nvvm
+    from numba.cuda.cudaimpl import _generic_array
+
+    @intrinsic
+    def alloc(typingctx):
+        def codegen(context, builder, sig, args):
+            return _generic_array(context, builder, shape=shape, dtype=ty.dtype,
+                                  symbol_name="_tkn_reg", addrspace=nvvm.ADDRSPACE_LOCAL)
+        return ty(), codegen
+
+    _alloc_cache[spec] = alloc
+    return alloc
+
+
+def _literal(x):
+    return getattr(x, "literal_value", getattr(x, "value", x))
+
+
+def _rt_constructor(kind):
+    def make(rows, cols, layout=ROW):
+        r, c, lay = _literal(rows), _literal(cols), _layout_name(layout)
+        if not isinstance(r, int) or not isinstance(c, int):
+            return None  # numba retries with literal types; a run-time size finds no implementation
+        _check_dims(f"rt_{kind}", r, c)
+        if lay not in ("row", "col"):
+            raise TypeError(f"tkn.rt_{kind}: layout must be tkn.ROW or tkn.COL, got {lay!r}")
+        spec = ("rt", kind, r, c, lay)
+        if SIM:
+            st = np.full(_rt_shape(kind, r, c), _POISON[np.dtype(np.float32 if kind == "f32" else np.uint32)])
+            return lambda *args, **kw: _sim_tile(st, spec)
+        alloc = _register_allocator(spec)
+        return lambda rows, cols, layout=ROW: alloc()
+    make.__name__ = f"rt_{kind}"
+    return make
+
+
+rt_bf = op(inline=True)(_rt_constructor("bf16"))
+rt_hf = op(inline=True)(_rt_constructor("f16"))
+rt_fl = op(inline=True)(_rt_constructor("f32"))
+rt_bf.__doc__ = "A bf16 register tile (rows, cols multiples of 16; layout tkn.ROW or tkn.COL). Lives in registers."
+rt_hf.__doc__ = "An f16 register tile."
+rt_fl.__doc__ = "An f32 register tile (accumulators)."
+
+
+def _rv_make(length, layout):
+    n, lay = _literal(length), _layout_name(layout)
+    if not isinstance(n, int):
+        return None
+    if n <= 0 or n % 16:
+        raise TypeError(f"tkn.rv_fl: length={n} must be a positive compile-time multiple of 16")
+    if lay not in ("ortho", "align"):
+        raise TypeError(f"tkn.rv_fl: layout must be tkn.ORTHO or tkn.ALIGN, got {lay!r}")
+    spec = ("rv", "f32", n, 1, lay)
+    if SIM:
+        return lambda: _sim_tile(np.full(_rv_shape(n, lay), np.float32(np.nan), np.float32), spec)
+    return _register_allocator(spec)
+
+
+@op(inline=True)
+def rv_fl(length, layout):
+    """An f32 register vector of `length` (multiple of 16) in layout tkn.ORTHO or tkn.ALIGN."""
+    alloc = _rv_make(length, layout)
+    return None if alloc is None else (lambda length, layout: alloc())
+
+
+def _vec_layout(t, along_rows):
+    # one value per row of a row-layout tile sits on (g, g+8): ortho; per column: align. col tiles swap.
+    if t.rt_layout == "row":
+        return "ortho" if along_rows else "align"
+    return "align" if along_rows else "ortho"
+
+
+@op(inline=True)
+def col_vec(t):
+    """A register vector with one value per row of tile t (what row_max / row_sum produce)."""
+    expect(getattr(t, "role", None) == "rt", "col_vec", "t", "a register tile", t)
+    alloc = _rv_make(t.rows, Layout(_vec_layout(t, True)))
+    return lambda t: alloc()
+
+
+@op(inline=True)
+def row_vec(t):
+    """A register vector with one value per column of tile t (what col_max / col_sum produce)."""
+    expect(getattr(t, "role", None) == "rt", "row_vec", "t", "a register tile", t)
+    alloc = _rv_make(t.cols, Layout(_vec_layout(t, False)))
+    return lambda t: alloc()
+
+
+# ------------------------------------------------------------------------------------------ shared memory
+SHARED_ALIGN = 1024
+
+
+class SharedLayout:
+    """Plans dynamic shared memory at known, 1024-byte aligned offsets (host side, at module level).
+
+        smem = SharedLayout()
+        A = smem.st("bf16", 64, 64, count=2)   # byte offset of the first; the next is A + smem.bytes_of(...)
+        kernel[grid, block, stream, smem.size]
+    """
+
+    def __init__(self):
+        self.size = 0
+
+    def alloc(self, nbytes, count=1, align=SHARED_ALIGN):
+        off = -(-self.size // align) * align
+        self.size = off + nbytes * count
+        return off
+
+    def st(self, kind, rows, cols, count=1):
+        return self.alloc(st_bytes(kind, rows, cols), count)
+
+    def sv(self, kind, length, count=1):
+        return self.alloc(length * ELSIZE[kind], count, align=16)
+
+    @property
+    def launch_bytes(self):
+        """What to pass at launch: the plan plus slack to align the dynamic window to 1024 bytes."""
+        return self.size + SHARED_ALIGN
+
+
+def st_bytes(kind, rows, cols):
+    return rows * cols * ELSIZE[kind]
+
+
+def _view_intrinsic(spec):
+    """intrinsic(smem_u8, byte_offset) -> the tile type of `spec` viewing smem at that offset."""
+    key = ("view",) + spec
+    if key in _alloc_cache:
+        return _alloc_cache[key]
+    ty = TileType(*spec)
+    count = spec[2] * spec[3] if spec[0] == "st" else spec[2]
+
+    @intrinsic
+    def view(typingctx, smem, offset):
+        from numba.cuda.np.arrayobj import make_array, populate_array
+        from numba.cuda import cgutils
+
+        def codegen(context, builder, sig, args):
+            base = make_array(sig.args[0])(context, builder, args[0])
+            off = context.cast(builder, args[1], sig.args[1], nt.intp)
+            ptr = builder.gep(base.data, [off])
+            ptr = builder.bitcast(ptr, context.get_data_type(ty.dtype).as_pointer())
+            out = make_array(ty)(context, builder)
+            itemsize = context.get_constant(nt.intp, context.get_abi_sizeof(context.get_data_type(ty.dtype)))
+            populate_array(out, data=ptr, shape=[context.get_constant(nt.intp, count)],
+                           strides=[itemsize], itemsize=itemsize, meminfo=None)
+            return out._getvalue()
+        return ty(smem, offset), codegen
+
+    _alloc_cache[key] = view
+    return view
+
+
+def _shared_constructor(role, kind):
+    def make(smem, offset, rows, cols=None):
+        r = _literal(rows)
+        c = _literal(cols) if role == "st" else 1
+        name = f"{role}_{kind}"
+        if role == "st":
+            _check_dims(name, r, c)
+            swizzle_bytes(kind, c)
+        spec = (role, kind, r, c, None)
+        if SIM:
+            off = int(offset)
+            n = r * c
+            raw = np.asarray(smem)[off: off + n * ELSIZE[kind]]
+            if raw.size != n * ELSIZE[kind]:
+                raise ValueError(f"tkn.{name}: offset {off} + {n * ELSIZE[kind]} B is past the dynamic shared memory")
+            return lambda *args, **kw: _sim_tile(raw.view(_STORAGE_NP[kind]), spec)
+        view = _view_intrinsic(spec)
+        return lambda smem, offset, rows, cols=None: view(smem, offset)
+    make.__name__ = f"{role}_{kind}"
+    return make
+
+
+st_bf = op(inline=True)(_shared_constructor("st", "bf16"))
+st_hf = op(inline=True)(_shared_constructor("st", "f16"))
+st_fl = op(inline=True)(_shared_constructor("st", "f32"))
+sv_bf = op(inline=True)(_shared_constructor("sv", "bf16"))
+sv_fl = op(inline=True)(_shared_constructor("sv", "f32"))
+st_bf.__doc__ = "st_bf(smem, byte_offset, rows, cols): a bf16 shared tile viewing dynamic shared memory (swizzled)."
+
+
+def dynamic_shared():
+    """The dynamic shared memory window as bytes, aligned to 1024 (launch with SharedLayout.launch_bytes)."""
+
+
+from tkn.ptx import shared_address as _saddr  # noqa: E402
+
+
+@op(inline=True)
+def dynamic_shared():
+    """The dynamic shared memory window as bytes, aligned to 1024 (launch with SharedLayout.launch_bytes)."""
+    if SIM:
+        from numba.cuda.simulator.kernel import _get_kernel_context
+
+        def impl():
+            raw = _get_kernel_context().shared.array(0, nt.uint8)
+            return raw[(-sim_address(raw, 0)) % SHARED_ALIGN:]
+        return impl
+
+    def impl():
+        raw = cuda.shared.array(0, nt.uint8)
+        return raw[(SHARED_ALIGN - (_saddr(raw, 0) & (SHARED_ALIGN - 1))) & (SHARED_ALIGN - 1):]
+    return impl
