@@ -15,3 +15,13 @@ from .mbarrier import (mbarrier_init, mbarrier_inval, mbarrier_arrive, mbarrier_
 from .math import ex2, lg2, rcp
 from .shuffle import (shfl_idx, shfl_xor, shfl_up, shfl_down, shfl_idx_f32, shfl_xor_f32, shfl_up_f32,
                       shfl_down_f32)
+from .special import laneid, thread_rank
+from .wgmma import (wgmma_ss_bf16, wgmma_ss_f16, wgmma_rs_bf16, wgmma_rs_f16, wgmma_fence, wgmma_commit_group,
+                    wgmma_wait_group, wgmma_fence_operand, make_smem_desc, st_desc)
+from .tma import (tma_load_1d, tma_load_2d, tma_load_3d, tma_load_4d, tma_load_5d,
+                  tma_store_1d, tma_store_2d, tma_store_3d, tma_store_4d, tma_store_5d,
+                  tma_reduce_add_1d, tma_reduce_add_2d, tma_reduce_add_3d, tma_reduce_add_4d, tma_reduce_add_5d,
+                  tma_prefetch_1d, tma_prefetch_2d, tma_prefetch_3d, tma_prefetch_4d, tma_prefetch_5d,
+                  bulk_commit_group, bulk_wait_group, bulk_wait_group_read, prefetch_tensormap,
+                  fence_proxy_tensormap_acquire)
+from .setmaxnreg import setmaxnreg_inc, setmaxnreg_dec

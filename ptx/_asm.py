@@ -130,7 +130,9 @@ def sim_address(arr, index):
     """Host byte address of arr.flat[index] (simulated arrays are numpy buffers in this process)."""
     a = getattr(arr, "_ary", arr)  # FakeCUDAArray wraps an ndarray
     a = np.asarray(a)
-    return a.__array_interface__["data"][0] + int(index) * a.itemsize
+    if isinstance(index, tuple):
+        return a.__array_interface__["data"][0] + sum(int(i) * s for i, s in zip(index, a.strides))
+    return a.__array_interface__["data"][0] + int(index) * a.strides[0]
 
 
 def sim_memory(address, dtype, count):

@@ -7,8 +7,17 @@ from ._asm import leaf, sim_address
 
 def _element_pointer(context, builder, aryty, ary, idx, idxty):
     arr = context.make_array(aryty)(context, builder, ary)
-    idx = context.cast(builder, idx, idxty, types.intp)
-    return cgutils.get_item_pointer(context, builder, aryty, arr, [idx], wraparound=False)
+    if isinstance(idxty, types.BaseTuple):
+        idxs = [context.cast(builder, builder.extract_value(idx, k), t, types.intp) for k, t in enumerate(idxty)]
+    else:
+        idxs = [context.cast(builder, idx, idxty, types.intp)]
+    return cgutils.get_item_pointer(context, builder, aryty, arr, idxs, wraparound=False)
+
+
+def _check(name, arr, index):
+    n = len(index) if isinstance(index, types.BaseTuple) else 1
+    if not isinstance(arr, types.Array) or arr.ndim != n:
+        raise TypeError(f"{name}: arr must be an array indexed by {n} integer(s), got {arr} with {index}")
 
 
 def _shared_address_twin(arr, index):
@@ -17,9 +26,8 @@ def _shared_address_twin(arr, index):
 
 @leaf(_shared_address_twin)
 def shared_address(typingctx, arr, index):
-    """32-bit shared-state-space address of arr[index] (arr: a 1-D view of shared memory)."""
-    if not isinstance(arr, types.Array) or arr.ndim != 1:
-        raise TypeError(f"shared_address: arr must be a 1-D shared array, got {arr}")
+    """32-bit shared-state-space address of arr[index] (arr: a view of shared memory; index an int or tuple)."""
+    _check("shared_address", arr, index)
 
     def codegen(context, builder, sig, args):
         ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])
@@ -35,9 +43,8 @@ def _global_address_twin(arr, index):
 
 @leaf(_global_address_twin)
 def global_address(typingctx, arr, index):
-    """64-bit generic address of arr[index] (arr: a 1-D view of device memory)."""
-    if not isinstance(arr, types.Array) or arr.ndim != 1:
-        raise TypeError(f"global_address: arr must be a 1-D array, got {arr}")
+    """64-bit generic address of arr[index] (index: an int, or a tuple for an N-d array)."""
+    _check("global_address", arr, index)
 
     def codegen(context, builder, sig, args):
         ptr = _element_pointer(context, builder, sig.args[0], args[0], args[1], sig.args[1])

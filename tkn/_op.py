@@ -14,7 +14,7 @@ from tkn.ptx import SIM
 
 def role(x):
     """'rt', 'rv', 'st', 'sv' for tkn tiles, 'gl' for other arrays, 'scalar' otherwise (either world)."""
-    r = getattr(x, "role", None)
+    r = getattr(x, "__dict__", {}).get("role")   # not getattr: simulated device arrays forward attributes
     if isinstance(r, str):
         return r
     if hasattr(x, "ndim") or hasattr(x, "_ary"):

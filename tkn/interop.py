@@ -1,0 +1,313 @@
+"""User arrays in, kernel arrays out, and back again.
+
+Users hand us numpy arrays, torch tensors (CPU or CUDA), cupy arrays, numba device arrays, or anything with
+``__cuda_array_interface__``. Kernels take numba device arrays on a GPU and numpy arrays under the simulator
+(`tkn.ptx.SIM`), both zero-copy views where the data already lives where the kernel runs.
+
+torch and cupy are never imported here: if an array is a torch tensor, torch is already in ``sys.modules``.
+
+bf16: numpy has no bf16, so on the kernel side bf16 data is uint16 bits (DESIGN.md). Asking for
+``dtype="bfloat16"`` accepts torch bf16 tensors, ml_dtypes bf16 arrays and uint16 arrays (taken as bits).
+torch bf16 has no ``__cuda_array_interface__`` typestr, so we build the interface ourselves from
+``data_ptr()``/``stride()`` with typestr ``<u2``.
+
+Errors name the argument and say what was wrong: dtype / rank -> TypeError / ValueError, contiguity,
+device and pointer alignment (TMA needs 16-byte aligned bases and 16-byte multiple strides) -> ValueError.
+"""
+import sys
+from typing import NamedTuple
+
+import numpy as np
+
+from tkn.ptx import SIM
+
+__all__ = ["ArrayInfo", "array_info", "check_array", "as_device_array", "empty", "to_user", "copy_back",
+           "current_stream", "dtype_name", "kernel_dtype"]
+
+_ALIASES = {"bf16": "bfloat16", "f16": "float16", "half": "float16", "fp16": "float16", "f32": "float32",
+            "float": "float32", "fp32": "float32", "f64": "float64", "double": "float64", "i8": "int8",
+            "u8": "uint8", "i16": "int16", "u16": "uint16", "i32": "int32", "int": "int32", "u32": "uint32",
+            "i64": "int64", "u64": "uint64", "bool_": "bool", "boolean": "bool"}
+
+
+def dtype_name(d):
+    """Canonical name ('bfloat16', 'float32', ...) of a dtype given as a string, numpy/torch dtype or numba type."""
+    if isinstance(d, str):
+        return _ALIASES.get(d, d)
+    s = str(d)
+    if s.startswith("torch."):
+        return _ALIASES.get(s[6:], s[6:])
+    try:
+        return np.dtype(d).name
+    except TypeError:
+        return _ALIASES.get(s, s)  # numba scalar types print as their names
+
+
+def kernel_dtype(name, bits=False):
+    """numpy dtype a kernel sees for data of dtype `name`: bf16 (and f16 with bits=True) are uint16 bits."""
+    name = dtype_name(name)
+    if name == "bfloat16" or (bits and name == "float16"):
+        return np.dtype(np.uint16)
+    return np.dtype(name)
+
+
+class ArrayInfo(NamedTuple):
+    framework: str    # 'numpy', 'torch', 'cupy', 'numba', 'cai'
+    ptr: int          # address of element 0 (host for numpy / CPU torch)
+    shape: tuple
+    strides: tuple    # in bytes
+    dtype: str        # canonical name, e.g. 'bfloat16'
+    itemsize: int
+    device: object    # CUDA ordinal, -1 for host memory, None when unknown
+    obj: object
+
+
+def _torch_tensor(x):
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(x, torch.Tensor)
+
+
+def _cupy_array(x):
+    cupy = sys.modules.get("cupy")
+    return cupy is not None and isinstance(x, cupy.ndarray)
+
+
+def _describe(x):
+    t = type(x)
+    return f"{t.__module__}.{t.__qualname__}"
+
+
+def array_info(x, name="array"):
+    """Pointer, shape, byte strides, dtype and device of `x`, without copying or validating."""
+    if isinstance(x, np.ndarray):
+        return ArrayInfo("numpy", x.__array_interface__["data"][0], x.shape, x.strides, x.dtype.name,
+                         x.itemsize, -1, x)
+    if _torch_tensor(x):
+        size = x.element_size()
+        return ArrayInfo("torch", x.data_ptr(), tuple(x.shape), tuple(s * size for s in x.stride()),
+                         str(x.dtype)[6:], size, x.get_device(), x)
+    if _cupy_array(x):
+        return ArrayInfo("cupy", x.data.ptr, x.shape, x.strides, x.dtype.name, x.itemsize, x.device.id, x)
+    if SIM and getattr(x, "__cuda_ndarray__", False) and isinstance(getattr(x, "_ary", None), np.ndarray):
+        a = x._ary  # the simulator's fake device array is a numpy array in disguise
+        return ArrayInfo("numba", a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.name,
+                         a.itemsize, -1, x)
+    cai = getattr(x, "__cuda_array_interface__", None)
+    if cai is None:
+        raise TypeError(f"argument '{name}': expected an array (numpy, torch, cupy, numba device array or "
+                        f"__cuda_array_interface__), got {_describe(x)}")
+    dt = np.dtype(cai["typestr"])
+    shape = tuple(cai["shape"])
+    strides = cai.get("strides")
+    if strides is None:
+        strides = _c_strides(shape, dt.itemsize)
+    fw, device = "cai", None
+    if getattr(x, "__cuda_memory__", False):  # numba DeviceNDArray: its context knows the device
+        fw = "numba"
+        try:
+            device = x.gpu_data.context.device.id
+        except AttributeError:
+            pass
+    return ArrayInfo(fw, cai["data"][0], shape, tuple(strides), dt.name, dt.itemsize, device, x)
+
+
+def _c_strides(shape, itemsize):
+    strides, s = [], itemsize
+    for n in reversed(shape):
+        strides.append(s)
+        s *= n
+    return tuple(reversed(strides))
+
+
+def _is_c_contiguous(shape, strides, itemsize):
+    # Dimensions of extent 1 may carry any stride (torch gives them odd ones); empty arrays are contiguous.
+    if 0 in shape:
+        return True
+    expect = itemsize
+    for n, s in zip(reversed(shape), reversed(strides)):
+        if n != 1 and s != expect:
+            return False
+        expect *= n
+    return True
+
+
+def _where(device):
+    return "cpu (host memory)" if device == -1 else f"cuda:{device}"
+
+
+def _accepted(dtype):
+    """The set of canonical dtype names accepted for a requested dtype (or tuple of dtypes)."""
+    names = {dtype_name(d) for d in (dtype if isinstance(dtype, (tuple, list, set, frozenset)) else (dtype,))}
+    if "bfloat16" in names:
+        names.add("uint16")  # bf16 carried as bits (numpy, cupy and numba have no bf16)
+    return names
+
+
+def check_array(x, name, dtype=None, ndim=None, contiguous=True, align=16, device=None):
+    """Validate `x` and return its ArrayInfo. Nothing is copied and no GPU is needed.
+
+    dtype: a dtype, or a tuple of accepted dtypes (None: any). "bfloat16" also accepts uint16 bits.
+    ndim: required rank (None: any).
+    contiguous: True = C-contiguous; "last" = only the last dimension must be contiguous (what TMA needs);
+        False = any strides.
+    align: required byte alignment of the data pointer (0 or 1: none). With contiguous="last" and align >= 16
+        the other strides must be multiples of 16 bytes too (a TMA rule).
+    device: required CUDA ordinal, -1 for host memory, None: any.
+    """
+    info = array_info(x, name)
+    what = f"{info.framework} array of shape {tuple(info.shape)}"
+    if dtype is not None:
+        ok = _accepted(dtype)
+        if info.dtype not in ok:
+            want = " or ".join(sorted(ok))
+            raise TypeError(f"argument '{name}': expected dtype {want}, got {info.dtype} ({what})")
+    if ndim is not None and len(info.shape) != ndim:
+        raise ValueError(f"argument '{name}': expected a {ndim}-d array, got {len(info.shape)}-d ({what})")
+    elems = tuple(s // info.itemsize if s % info.itemsize == 0 else s / info.itemsize for s in info.strides)
+    if contiguous is True and not _is_c_contiguous(info.shape, info.strides, info.itemsize):
+        raise ValueError(f"argument '{name}': must be C-contiguous, got strides {elems} (in elements) for "
+                         f"{what}; copy it first (.contiguous() / np.ascontiguousarray)")
+    if contiguous == "last" and info.shape and info.shape[-1] != 1 and info.strides[-1] != info.itemsize:
+        raise ValueError(f"argument '{name}': the last dimension must be contiguous (stride 1), got strides "
+                         f"{elems} (in elements) for {what}")
+    if device is not None and info.device is not None and info.device != device:
+        raise ValueError(f"argument '{name}': is on {_where(info.device)}, expected {_where(device)} ({what})")
+    if align and align > 1:
+        if info.ptr % align:
+            raise ValueError(f"argument '{name}': data pointer 0x{info.ptr:x} is not {align}-byte aligned "
+                             f"(off by {info.ptr % align} bytes; {what}, dtype {info.dtype}); start views at a "
+                             f"multiple of {max(1, align // info.itemsize)} elements or copy")
+        if contiguous == "last" and align >= 16:
+            for d, (n, s) in enumerate(zip(info.shape[:-1], info.strides[:-1])):
+                if n != 1 and s % 16:
+                    raise ValueError(f"argument '{name}': stride of dimension {d} is {s} bytes, not a multiple "
+                                     f"of 16 (TMA needs it; {what}, dtype {info.dtype})")
+    return info
+
+
+def _host_view(info, bits):
+    """numpy view of host data (numpy array or CPU tensor), in the kernel's dtype."""
+    x = info.obj
+    if info.framework == "torch":
+        x = x.detach()
+        if info.dtype in ("bfloat16", "float16"):
+            x = x.view(sys.modules["torch"].int16)  # torch's .numpy() refuses bf16
+        x = x.numpy()
+    elif info.framework == "numba":
+        x = x._ary
+    kd = kernel_dtype(info.dtype, bits)
+    return x if x.dtype == kd else x.view(kd)
+
+
+def as_device_array(x, name, dtype=None, ndim=None, contiguous=True, align=16, device=None, bits=False):
+    """`x` as a kernel argument, after check_array (same parameters; see there).
+
+    GPU: a numba device array. CUDA data (torch, cupy, numba, __cuda_array_interface__) is viewed in place, on
+    `device` (default: numba's current device). Host data (numpy, CPU torch) is copied to the device: to see a
+    kernel's writes, allocate outputs with `empty(..., like=x)` and return `to_user(out, like=x)`.
+    Simulator: a numpy array viewing `x` (host data only).
+    bf16 comes out as uint16 bits; f16 as float16, or uint16 bits with bits=True.
+    """
+    if SIM:
+        info = check_array(x, name, dtype, ndim, contiguous, align, None)
+        if info.device is not None and info.device >= 0:
+            raise ValueError(f"argument '{name}': the simulator (NUMBA_ENABLE_CUDASIM=1) runs on host memory, "
+                             f"got a {info.framework} array on cuda:{info.device}; pass a CPU/numpy array")
+        return _host_view(info, bits)
+
+    from numba import cuda
+    if array_info(x, name).device == -1:  # host data is copied: alignment is the copy's (256 B), not ours
+        info = check_array(x, name, dtype, ndim, contiguous, 0, None)
+        return cuda.to_device(np.ascontiguousarray(_host_view(info, bits)))
+    if device is None:
+        device = cuda.get_current_device().id
+    info = check_array(x, name, dtype, ndim, contiguous, align, device)
+    kd = kernel_dtype(info.dtype, bits)
+    if info.framework == "numba" and x.dtype == kd:
+        return x
+    desc = {"shape": tuple(info.shape), "strides": tuple(info.strides), "typestr": kd.str,
+            "data": (info.ptr, False), "version": 3}
+    # sync=False: no stream in desc anyway; tkn launches on the producer's (torch/cupy) current stream.
+    return cuda.from_cuda_array_interface(desc, owner=x, sync=False)
+
+
+def _on_host(x):
+    return x is None or isinstance(x, np.ndarray) or (_torch_tensor(x) and not x.is_cuda)
+
+
+def empty(shape, dtype, like=None):
+    """An uninitialised output for data like `like`: torch CUDA -> torch on its device, cupy -> cupy,
+    numba -> numba. Host data (numpy, CPU torch, None): under the simulator numpy (torch for torch), on a GPU a
+    numba device array that `to_user(out, like)` brings back. bf16 is torch.bfloat16 in torch, uint16 bits
+    elsewhere."""
+    name = dtype_name(dtype)
+    shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if _torch_tensor(like) and (SIM or like.is_cuda):
+        torch = sys.modules["torch"]
+        return torch.empty(shape, dtype=getattr(torch, name), device=like.device)
+    if _cupy_array(like):
+        cupy = sys.modules["cupy"]
+        with cupy.cuda.Device(like.device.id):
+            return cupy.empty(shape, dtype=kernel_dtype(name))
+    if SIM:
+        return np.empty(shape, dtype=kernel_dtype(name))
+    from numba import cuda
+    return cuda.device_array(shape, dtype=kernel_dtype(name))
+
+
+def _to_torch(arr, dtype):
+    torch = sys.modules["torch"]
+    if arr.dtype == np.uint16:
+        arr = arr.view(np.int16)  # torch.from_numpy knows int16 on every version; uint16 only lately
+    t = torch.from_numpy(arr)
+    return t if t.dtype == dtype else t.view(dtype)
+
+
+def to_user(out, like=None):
+    """`out` as the caller expects it: for host `like` (numpy, CPU torch, None) on a GPU, `out` (a numba device
+    array from `empty`) copied back to the host, as torch if `like` is torch (16-bit bits become like's dtype
+    when it is bf16/f16). Anything else is returned as is."""
+    if SIM or not _on_host(like) or not hasattr(out, "copy_to_host"):
+        return out
+    arr = out.copy_to_host()
+    if _torch_tensor(like):
+        torch = sys.modules["torch"]
+        keep = like.dtype if arr.dtype == np.uint16 and like.dtype in (torch.bfloat16, torch.float16) else None
+        return _to_torch(arr, keep or getattr(torch, arr.dtype.name))
+    return arr
+
+
+def copy_back(dev, host):
+    """Copy device array `dev` (made by as_device_array from `host`) back into host array / CPU tensor `host`."""
+    arr = dev.copy_to_host()
+    if _torch_tensor(host):
+        host.copy_(_to_torch(arr, host.dtype))
+    else:
+        host[...] = arr if arr.dtype == host.dtype else arr.view(host.dtype)
+
+
+_raw_stream = None
+
+
+def _torch_stream(device):
+    """torch's current stream on `device`, as an int. torch._C._cuda_getCurrentRawStream (what triton uses)
+    costs ~0.1 us; torch.cuda.current_stream() builds a Stream object each time (~1-2 us)."""
+    global _raw_stream
+    if _raw_stream is None:
+        torch = sys.modules["torch"]
+        _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) or (
+            lambda d: torch.cuda.current_stream(d).cuda_stream)
+    return _raw_stream(device)
+
+
+def current_stream(x=None):
+    """Handle (int) of the stream a kernel on `x` should use: torch's current stream for torch tensors,
+    cupy's for cupy arrays, else numba's default stream (0, the legacy default stream). None in the simulator."""
+    if SIM:
+        return None
+    if _torch_tensor(x):
+        dev = x.get_device()
+        return _torch_stream(dev if dev >= 0 else sys.modules["torch"].cuda.current_device())
+    if _cupy_array(x):
+        return sys.modules["cupy"].cuda.get_current_stream().ptr
+    return 0
