@@ -13,7 +13,6 @@ SIM = bool(config.ENABLE_CUDASIM)
 
 _TIMEOUT = 120.0  # seconds a simulated collective waits before declaring a deadlock
 _registry_lock = threading.Lock()
-_registry = {}
 
 
 def this_thread():
@@ -34,18 +33,16 @@ def warp_id():
     return thread_rank() // 32
 
 
-def block_key():
-    t = this_thread()
-    return (id(t._manager), tuple(t.blockIdx))
-
-
 def block_state(name, factory):
-    """Per-block shared Python state (barriers, mbarriers) keyed by `name`."""
-    key = block_key() + (name,)
+    """Per-block shared Python state (barriers, mbarriers) keyed by `name`. It lives on the launch's block
+    manager, so it dies with the launch and a later launch never sees it."""
+    t = this_thread()
     with _registry_lock:
-        obj = _registry.get(key)
+        states = t._manager.__dict__.setdefault("_tkn_block_state", {})
+        key = (tuple(t.blockIdx), name)
+        obj = states.get(key)
         if obj is None:
-            obj = _registry[key] = factory()
+            obj = states[key] = factory()
         return obj
 
 

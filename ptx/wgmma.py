@@ -165,9 +165,10 @@ def _read_operand(desc, mn_extent, mn_major, elsize=2):
 
 
 def _as_float(bits, ab):
-    if ab == "bf16":
-        return convert.bf16_float(bits).astype(np.float64)
-    return np.asarray(bits, np.uint16).view(np.float16).astype(np.float64)
+    with np.errstate(invalid="ignore"):  # NaN patterns convert as NaN
+        if ab == "bf16":
+            return convert.bf16_float(bits).astype(np.float64)
+        return np.asarray(bits, np.uint16).view(np.float16).astype(np.float64)
 
 
 def _flat(acc, count):

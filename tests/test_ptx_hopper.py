@@ -293,7 +293,8 @@ def test_tma_load_store_reduce(dtype, rows, cols, shape, r0, c0):
     box = tkn.tma.st_boxes(rows, cols, el)
     tms = [tkn.tma.to_device(tkn.tma.tensormap_for(d, box.box, box.swizzle, dtype=dtype))
            for d in (d_x, d_back, d_acc)]
-    d_tile = cuda.to_device(np.full((rows, cols), poison))
+    ubits = np.uint16 if el == 2 else np.uint32
+    d_tile = cuda.to_device(np.full((rows, cols), np.asarray(poison).view(ubits)))  # raw bits, no conversion
     _tma_kernel(rows, cols, el)[1, 128](*tms, np.int32(r0), np.int32(c0), d_tile)
 
     want = _window(x, r0, c0, rows, cols)
@@ -303,7 +304,6 @@ def test_tma_load_store_reduce(dtype, rows, cols, shape, r0, c0):
     inb[max(r0, 0):r0 + rows, max(c0, 0):c0 + cols] = True
     back = d_back.copy_to_host()
     np.testing.assert_array_equal(back[inb].view(np.uint8), x[inb].view(np.uint8))
-    ubits = np.uint16 if el == 2 else np.uint32
     assert (back[~inb].view(ubits) == np.asarray(poison).view(ubits)).all()
 
     acc = d_acc.copy_to_host()
@@ -449,7 +449,8 @@ def test_sass_wgmma_256_no_spills(rs, ab):
     s = sass(_sass_wgmma_kernel(256, rs, ab), (F32_2D, types.int32))
     c = count(s, "HGMMA", "LDL", "STL")
     assert c["HGMMA"] == 8 and c["LDL"] == 0 and c["STL"] == 0, c
-    assert f"HGMMA.64x256x16.F32.{ab.upper()}" in s
+    assert ("HGMMA.64x256x16.F32.BF16 " in s) == (ab == "bf16")  # f16 inputs print as plain .F32
+    assert "HGMMA.64x256x16.F32" in s
     if not rs:
         assert ".tnspA" in s and ".tnspB" in s
 
@@ -522,6 +523,29 @@ def test_sass_tma():
     assert c["UTMAPF"] >= 1 and c["UTMACCTL"] >= 1, c
 
 
+def _sass_lto(kernel, signature):
+    """(SASS, link log) through LTO (LTO-IR + nvJitLink -lto), the path launched tkn kernels take. tkn.sass links
+    PTX, where ptxas drops setmaxnreg (C7504: 'ignored to maintain compatibility across compilation units')."""
+    from cuda.bindings import nvjitlink
+    from tkn.sass import _no_device_needed, disassemble
+    opts = kernel.targetoptions
+    with _no_device_needed():
+        lto, _ = cuda.compile(kernel.py_func, signature, cc=(9, 0, "a"), output="ltoir", device=False,
+                              abi="numba", launch_bounds=opts.get("launch_bounds"))
+    args = ["-arch=sm_90a", "-O3", "-lto"]
+    h = nvjitlink.create(len(args), args)
+    try:
+        nvjitlink.add_data(h, nvjitlink.InputType.LTOIR, lto, len(lto), "tkn")
+        nvjitlink.complete(h)
+        log = bytearray(nvjitlink.get_info_log_size(h))
+        nvjitlink.get_info_log(h, log)
+        cubin = bytearray(nvjitlink.get_linked_cubin_size(h))
+        nvjitlink.get_linked_cubin(h, cubin)
+    finally:
+        nvjitlink.destroy(h)
+    return disassemble(bytes(cubin)), log.decode(errors="replace")
+
+
 @pytest.mark.sass
 def test_sass_setmaxnreg():
     @tkn.jit.kernel(threads=384, min_blocks=1)
@@ -532,5 +556,6 @@ def test_sass_setmaxnreg():
             ptx.setmaxnreg_inc(232)
         out[cuda.threadIdx.x] = cuda.threadIdx.x
 
-    s = sass(kern, (types.Array(types.int32, 1, "C"),))
-    assert count(s, "USETMAXREG")["USETMAXREG"] == 2  # dropped (C7504/C7508) without launch bounds
+    s, log = _sass_lto(kern, (types.Array(types.int32, 1, "C"),))
+    assert "C7504" not in log and "C7508" not in log, log
+    assert count(s, "USETMAXREG")["USETMAXREG"] == 2

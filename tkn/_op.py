@@ -17,7 +17,7 @@ def role(x):
     r = getattr(x, "__dict__", {}).get("role")   # not getattr: simulated device arrays forward attributes
     if isinstance(r, str):
         return r
-    if hasattr(x, "ndim") or hasattr(x, "_ary"):
+    if getattr(x, "ndim", 0) or hasattr(x, "_ary"):   # numpy scalars (ndim 0) are scalars
         return "gl"
     return "scalar"
 

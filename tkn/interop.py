@@ -289,15 +289,15 @@ def copy_back(dev, host):
 _raw_stream = None
 
 
-def _torch_stream(device):
-    """torch's current stream on `device`, as an int. torch._C._cuda_getCurrentRawStream (what triton uses)
-    costs ~0.1 us; torch.cuda.current_stream() builds a Stream object each time (~1-2 us)."""
+def torch_stream_getter():
+    """A function device -> handle (int) of torch's current stream there. torch._C._cuda_getCurrentRawStream
+    (what triton uses) costs ~0.1 us; torch.cuda.current_stream() builds a Stream object each time (~1-2 us)."""
     global _raw_stream
     if _raw_stream is None:
         torch = sys.modules["torch"]
         _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) or (
             lambda d: torch.cuda.current_stream(d).cuda_stream)
-    return _raw_stream(device)
+    return _raw_stream
 
 
 def current_stream(x=None):
@@ -307,7 +307,7 @@ def current_stream(x=None):
         return None
     if _torch_tensor(x):
         dev = x.get_device()
-        return _torch_stream(dev if dev >= 0 else sys.modules["torch"].cuda.current_device())
+        return torch_stream_getter()(dev if dev >= 0 else sys.modules["torch"].cuda.current_device())
     if _cupy_array(x):
         return sys.modules["cupy"].cuda.get_current_stream().ptr
     return 0

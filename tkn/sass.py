@@ -31,8 +31,7 @@ def _no_device_needed():
         dispatcher.get_current_device = saved
 
 
-def compile_ptx(kernel, signature, cc=(9, 0, "a")):
-    """PTX of a tkn.kernel (or plain python function) for `signature` (a tuple of numba types)."""
+def _compile(kernel, signature, cc, output):
     fn = getattr(kernel, "py_func", kernel)
     opts = getattr(kernel, "targetoptions", {}) or {}
     kw = {}
@@ -41,16 +40,32 @@ def compile_ptx(kernel, signature, cc=(9, 0, "a")):
     if opts.get("max_registers"):
         kw["max_registers"] = opts["max_registers"]
     with _no_device_needed():
-        ptx, _ = cuda.compile_ptx(fn, signature, cc=cc, lineinfo=False, **kw)
-    return ptx
+        code, _ = cuda.compile(fn, signature, cc=cc, lineinfo=False, output=output, device=False, abi="numba", **kw)
+    return code
 
 
-def link_cubin(ptx, arch="sm_90a"):
+def compile_ptx(kernel, signature, cc=(9, 0, "a")):
+    """PTX of a tkn.kernel (or plain python function) for `signature` (a tuple of numba types)."""
+    return _compile(kernel, signature, cc, "ptx")
+
+
+def compile_ltoir(kernel, signature, cc=(9, 0, "a")):
+    """NVVM LTO-IR of a kernel: what numba links on the GPU when lto=True (tkn.jit.kernel's default)."""
+    return _compile(kernel, signature, cc, "ltoir")
+
+
+def link_cubin(code, arch="sm_90a", info=None):
+    """sm_90a cubin from PTX (str) or LTO-IR (bytes) through nvJitLink; `info` (a list) gets ptxas's log.
+    Only the LTO path is whole-program: from PTX, ptxas drops setmaxnreg (C7504), as numba's own launch
+    would not."""
     from cuda.bindings import nvjitlink
-    h = nvjitlink.create(2, [f"-arch={arch}", "-O3"])
+    lto = isinstance(code, (bytes, bytearray))
+    opts = [f"-arch={arch}", "-O3"] + (["-lto"] if lto else [])
+    h = nvjitlink.create(len(opts), opts)
     try:
-        data = ptx.encode()
-        nvjitlink.add_data(h, nvjitlink.InputType.PTX, data, len(data), "tkn")
+        data = bytes(code) if lto else code.encode()
+        kind = nvjitlink.InputType.LTOIR if lto else nvjitlink.InputType.PTX
+        nvjitlink.add_data(h, kind, data, len(data), "tkn")
         try:
             nvjitlink.complete(h)
         except Exception as e:
@@ -58,6 +73,10 @@ def link_cubin(ptx, arch="sm_90a"):
             log = bytearray(size)
             nvjitlink.get_error_log(h, log)
             raise RuntimeError(f"nvJitLink failed: {log.decode(errors='replace')}") from e
+        if info is not None:
+            log = bytearray(nvjitlink.get_info_log_size(h))
+            nvjitlink.get_info_log(h, log)
+            info.append(log.decode(errors="replace"))
         buf = bytearray(nvjitlink.get_linked_cubin_size(h))
         nvjitlink.get_linked_cubin(h, buf)
         return bytes(buf)
@@ -87,9 +106,9 @@ def disassemble(cubin):
         return subprocess.run([_nvdisasm(), f.name], check=True, capture_output=True, text=True).stdout
 
 
-def sass(kernel, signature):
-    """SASS text of `kernel` compiled for sm_90a."""
-    return disassemble(link_cubin(compile_ptx(kernel, signature)))
+def sass(kernel, signature, info=None):
+    """SASS text of `kernel` compiled for sm_90a the way it runs: LTO-IR linked by nvJitLink."""
+    return disassemble(link_cubin(compile_ltoir(kernel, signature), info=info))
 
 
 def count(sass_text, *opcodes):

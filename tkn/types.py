@@ -177,21 +177,24 @@ def _literal(x):
     return getattr(x, "literal_value", getattr(x, "value", x))
 
 
+_SHORT = {"bf16": "bf", "f16": "hf", "f32": "fl"}   # public constructor names: rt_bf, st_hf, sv_fl, ...
+
+
 def _rt_constructor(kind):
     def make(rows, cols, layout=ROW):
         r, c, lay = _literal(rows), _literal(cols), _layout_name(layout)
         if not isinstance(r, int) or not isinstance(c, int):
             return None  # numba retries with literal types; a run-time size finds no implementation
-        _check_dims(f"rt_{kind}", r, c)
+        _check_dims(f"rt_{_SHORT[kind]}", r, c)
         if lay not in ("row", "col"):
-            raise TypeError(f"tkn.rt_{kind}: layout must be tkn.ROW or tkn.COL, got {lay!r}")
+            raise TypeError(f"tkn.rt_{_SHORT[kind]}: layout must be tkn.ROW or tkn.COL, got {lay!r}")
         spec = ("rt", kind, r, c, lay)
         if SIM:
             st = np.full(_rt_shape(kind, r, c), _POISON[np.dtype(np.float32 if kind == "f32" else np.uint32)])
             return lambda *args, **kw: _sim_tile(st, spec)
         alloc = _register_allocator(spec)
         return lambda rows, cols, layout=ROW: alloc()
-    make.__name__ = f"rt_{kind}"
+    make.__name__ = f"rt_{_SHORT[kind]}"
     return make
 
 
@@ -316,7 +319,9 @@ def _shared_constructor(role, kind):
     def make(smem, offset, rows, cols=None):
         r = _literal(rows)
         c = _literal(cols) if role == "st" else 1
-        name = f"{role}_{kind}"
+        name = f"{role}_{_SHORT[kind]}"
+        if not isinstance(r, int) or not isinstance(c, int):
+            return None  # numba retries with literal types; a run-time size finds no implementation
         if role == "st":
             _check_dims(name, r, c)
             swizzle_bytes(kind, c)
@@ -330,7 +335,7 @@ def _shared_constructor(role, kind):
             return lambda *args, **kw: _sim_tile(raw.view(_STORAGE_NP[kind]), spec)
         view = _view_intrinsic(spec)
         return lambda smem, offset, rows, cols=None: view(smem, offset)
-    make.__name__ = f"{role}_{kind}"
+    make.__name__ = f"{role}_{_SHORT[kind]}"
     return make
 
 

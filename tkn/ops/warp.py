@@ -491,6 +491,7 @@ def transpose(dst, src):
 from tkn.ops import group as _group  # noqa: E402
 from tkn.ops._frag import st_offset, gl_get, gl_bits, gl_put  # noqa: E402
 from tkn.types import ELSIZE  # noqa: E402
+from numba.cuda import types as _nt  # noqa: E402
 
 
 def _check_rt_gl(name, t, g, t_arg, g_arg):
@@ -557,9 +558,28 @@ def _rt_to_gl(dst, src):
 
 def _check_rt_st(name, t, s, s_arg):
     expect(role(s) == "st", name, s_arg, "a shared tile", s)
-    expect((s.rows, s.cols) == (t.rows, t.cols), name, s_arg, f"a {t.rows}x{t.cols} tile like the register tile",
-           f"{s.rows}x{s.cols}")
-    expect(s.kind == t.kind, name, s_arg, f"a {t.kind} tile like the register tile", s.kind)
+    expect(s.rows % t.rows == 0 and s.cols % t.cols == 0, name, s_arg,
+           f"a tile made of {t.rows}x{t.cols} register tiles", f"{s.rows}x{s.cols}")
+    ok = s.kind == t.kind or t.kind == "f32" or s.kind == "f32"
+    expect(ok, name, s_arg, f"a {t.kind} (or f32) tile for a {t.kind} register tile", s.kind)
+
+
+@op
+def _sub_origin(coord, rows, cols):
+    """(row, col) where the register tile at `coord` (in units of rows x cols) starts inside a shared tile."""
+    if isinstance(coord, (tuple, _nt.BaseTuple)):
+        return lambda coord, rows, cols: (coord[0] * rows, coord[1] * cols)
+    return lambda coord, rows, cols: (0, 0)
+
+
+@func
+def _pack_like(st_bf16, x, y):
+    return ptx.pack_bf16x2(x, y) if st_bf16 else ptx.pack_f16x2(x, y)
+
+
+@func
+def _unpack_like(st_bf16, v):
+    return ptx.unpack_bf16x2(v) if st_bf16 else ptx.unpack_f16x2(v)
 
 
 # ldmatrix/stmatrix x4: lane l gives the address of row l%8 of matrix m = l//8, and matrix m is pair m.
@@ -579,62 +599,87 @@ def _x4_col(row_layout, lane):
 def _rt_from_st(dst, src):
     R, swz, es = src.rows, src.swizzle, ELSIZE[src.kind]
     row_layout = dst.rt_layout == "row"
-    if dst.kind == "f32":
+    if src.kind == "f32":
         def impl(dst, src, coord=None):
             lane = ptx.laneid()
+            r0, c0 = _sub_origin(coord, dst.shape[0] * 16, dst.shape[1] * 16)
             for i in range(dst.shape[0]):
                 for j in range(dst.shape[1]):
                     for p in range(4):
-                        x = src[st_offset(R, swz, es, 16 * i + pair_row(row_layout, lane, p, 0),
-                                          16 * j + pair_col(row_layout, lane, p, 0))]
-                        y = src[st_offset(R, swz, es, 16 * i + pair_row(row_layout, lane, p, 1),
-                                          16 * j + pair_col(row_layout, lane, p, 1))]
+                        x = src[st_offset(R, swz, es, r0 + 16 * i + pair_row(row_layout, lane, p, 0),
+                                          c0 + 16 * j + pair_col(row_layout, lane, p, 0))]
+                        y = src[st_offset(R, swz, es, r0 + 16 * i + pair_row(row_layout, lane, p, 1),
+                                          c0 + 16 * j + pair_col(row_layout, lane, p, 1))]
                         set_pair(dst, i, j, p, x, y)
         return impl
+    convert = dst.kind != src.kind
+    st_bf16 = src.kind == "bf16"
 
     def impl(dst, src, coord=None):
         lane = ptx.laneid()
+        r0, c0 = _sub_origin(coord, dst.shape[0] * 16, dst.shape[1] * 16)
         for i in range(dst.shape[0]):
             for j in range(dst.shape[1]):
-                addr = ptx.shared_address(src, st_offset(R, swz, es, 16 * i + _x4_row(row_layout, lane),
-                                                         16 * j + _x4_col(row_layout, lane)))
+                addr = ptx.shared_address(src, st_offset(R, swz, es, r0 + 16 * i + _x4_row(row_layout, lane),
+                                                         c0 + 16 * j + _x4_col(row_layout, lane)))
                 if row_layout:
                     r = ptx.ldmatrix_x4(addr)
                 else:
                     r = ptx.ldmatrix_x4_trans(addr)
-                dst[i, j, 0] = r[0]
-                dst[i, j, 1] = r[1]
-                dst[i, j, 2] = r[2]
-                dst[i, j, 3] = r[3]
+                for p in range(4):
+                    if convert:
+                        x, y = _unpack_like(st_bf16, r[p])
+                        set_pair(dst, i, j, p, x, y)
+                    else:
+                        dst[i, j, p] = r[p]
     return impl
+
+
+@op
+def _st_reg(src, i, j, p, convert, st_bf16):
+    """Pair p of base tile (i, j) as the b32 a 16-bit shared tile stores (rounded from f32 if convert)."""
+    if src.kind == "f32":
+        def impl(src, i, j, p, convert, st_bf16):
+            x, y = get_pair(src, i, j, p)
+            return _pack_like(st_bf16, x, y)
+        return impl
+    return lambda src, i, j, p, convert, st_bf16: src[i, j, p]
 
 
 def _rt_to_st(dst, src):
     R, swz, es = dst.rows, dst.swizzle, ELSIZE[dst.kind]
     row_layout = src.rt_layout == "row"
-    if src.kind == "f32":
+    if dst.kind == "f32":
         def impl(dst, src, coord=None):
             lane = ptx.laneid()
+            r0, c0 = _sub_origin(coord, src.shape[0] * 16, src.shape[1] * 16)
             for i in range(src.shape[0]):
                 for j in range(src.shape[1]):
                     for p in range(4):
                         x, y = get_pair(src, i, j, p)
-                        dst[st_offset(R, swz, es, 16 * i + pair_row(row_layout, lane, p, 0),
-                                      16 * j + pair_col(row_layout, lane, p, 0))] = x
-                        dst[st_offset(R, swz, es, 16 * i + pair_row(row_layout, lane, p, 1),
-                                      16 * j + pair_col(row_layout, lane, p, 1))] = y
+                        dst[st_offset(R, swz, es, r0 + 16 * i + pair_row(row_layout, lane, p, 0),
+                                      c0 + 16 * j + pair_col(row_layout, lane, p, 0))] = x
+                        dst[st_offset(R, swz, es, r0 + 16 * i + pair_row(row_layout, lane, p, 1),
+                                      c0 + 16 * j + pair_col(row_layout, lane, p, 1))] = y
         return impl
+    convert = dst.kind != src.kind
+    st_bf16 = dst.kind == "bf16"
 
     def impl(dst, src, coord=None):
         lane = ptx.laneid()
+        r0, c0 = _sub_origin(coord, src.shape[0] * 16, src.shape[1] * 16)
         for i in range(src.shape[0]):
             for j in range(src.shape[1]):
-                addr = ptx.shared_address(dst, st_offset(R, swz, es, 16 * i + _x4_row(row_layout, lane),
-                                                         16 * j + _x4_col(row_layout, lane)))
+                addr = ptx.shared_address(dst, st_offset(R, swz, es, r0 + 16 * i + _x4_row(row_layout, lane),
+                                                         c0 + 16 * j + _x4_col(row_layout, lane)))
+                v0 = _st_reg(src, i, j, 0, convert, st_bf16)
+                v1 = _st_reg(src, i, j, 1, convert, st_bf16)
+                v2 = _st_reg(src, i, j, 2, convert, st_bf16)
+                v3 = _st_reg(src, i, j, 3, convert, st_bf16)
                 if row_layout:
-                    ptx.stmatrix_x4(addr, src[i, j, 0], src[i, j, 1], src[i, j, 2], src[i, j, 3])
+                    ptx.stmatrix_x4(addr, v0, v1, v2, v3)
                 else:
-                    ptx.stmatrix_x4_trans(addr, src[i, j, 0], src[i, j, 1], src[i, j, 2], src[i, j, 3])
+                    ptx.stmatrix_x4_trans(addr, v0, v1, v2, v3)
     return impl
 
 
@@ -642,7 +687,8 @@ def _rt_to_st(dst, src):
 def load(dst, src, coord=None):
     """Warp-scope load, by what dst and src are:
     - rt <- gl at tile coordinate coord ((b, d, r, c) or (r, c)); zero past the edges;
-    - rt <- st (ldmatrix for bf16/f16: .trans for col layout);
+    - rt <- st (ldmatrix for bf16/f16: .trans for col layout); coord (r, c), in units of the rt, picks a
+      subtile of a larger st; f32 tiles convert from bf16/f16 shared tiles;
     - st <- gl (the 32 lanes share the copy; see tkn.group.load)."""
     if role(dst) == "rt" and role(src) == "gl":
         _check_rt_gl("load", dst, src, "dst", "src")

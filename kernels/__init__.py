@@ -1,0 +1,2 @@
+"""tkn.kernels: the kernel catalog, one file per kernel with its host wrapper."""
+from .gemm import gemm  # noqa: F401

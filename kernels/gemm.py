@@ -1,0 +1,184 @@
+"""bf16 GEMM on Hopper: C = A @ B or A @ B.T, fp32 accumulate, bf16 out.
+
+LCF template: one producer warpgroup streams 128 x 64 tiles of A and 64 x 256 (or 256 x 64) tiles of B through a
+3-stage ring by TMA; two consumer warpgroups each own a 64 x 256 half of the 128 x 256 output tile (wgmma
+m64n256k16, 128 f32 accumulators per thread) and write it back through shared memory with a TMA store.
+Persistent: ~one block per SM walks the tiles in L2-friendly groups of GROUP_M tile-rows.
+"""
+import numpy as np
+
+import tkn
+from tkn import tma, types
+from tkn.ops import warpgroup as wg
+from tkn.ops import tma as tma_ops
+from tkn.templates import lcf
+
+BM, BN, BK = 128, 256, 64
+WM = BM // 2                                          # rows per consumer warpgroup
+STAGES = 3
+GROUP_M = 16
+
+smem = tkn.SharedLayout()
+A_OFF = smem.st("bf16", BM, BK, count=STAGES)
+B_OFF = smem.st("bf16", BK, BN, count=STAGES)
+C_OFF = smem.st("bf16", BM // 2, BN, count=2)          # one output staging tile per consumer warpgroup
+BAR_OFF = smem.alloc(8 * 2 * STAGES, align=8)
+A_BYTES, B_BYTES = tkn.st_bytes("bf16", BM, BK), tkn.st_bytes("bf16", BK, BN)
+C_BYTES = tkn.st_bytes("bf16", BM // 2, BN)
+HALF_A = tkn.st_bytes("bf16", BM // 2, BK)             # a consumer's 64-row half of the A tile
+
+
+@tkn.func
+def _tasks(g):
+    c = g[0]
+    return ((c.shape[0] + BM - 1) // BM) * ((c.shape[1] + BN - 1) // BN)
+
+
+@tkn.func
+def _iters(g, task):
+    return (g[1].shape[1] + BK - 1) // BK
+
+
+@tkn.func
+def _tile(g, task):
+    """(tile row, tile col) of a task: column-major within groups of GROUP_M tile rows, so the blocks running
+    at once share A rows and B columns in L2."""
+    c = g[0]
+    rows = (c.shape[0] + BM - 1) // BM
+    cols = (c.shape[1] + BN - 1) // BN
+    group = task // (GROUP_M * cols)
+    first = group * GROUP_M
+    height = min(GROUP_M, rows - first)
+    r = task - group * GROUP_M * cols
+    return first + r % height, r // height
+
+
+def _make(transpose_b):
+    b_rows, b_cols = (BN, BK) if transpose_b else (BK, BN)
+
+    @tkn.func
+    def load(g, buf, stage, task, it, bar):
+        row, col = _tile(g, task)
+        tma_ops.load_async(tkn.st_bf(buf, A_OFF + stage * A_BYTES, BM, BK), g[3], (row, it), bar)
+        b = tkn.st_bf(buf, B_OFF + stage * B_BYTES, b_rows, b_cols)
+        if transpose_b:
+            tma_ops.load_async(b, g[4], (col, it), bar)
+        else:
+            tma_ops.load_async(b, g[4], (it, col), bar)
+
+    @tkn.func
+    def compute(g, buf, stage, acc, task, it):
+        if it == 0:
+            tkn.zero(acc)
+        a = tkn.st_bf(buf, A_OFF + stage * A_BYTES + wg.groupid() * HALF_A, WM, BK)
+        b = tkn.st_bf(buf, B_OFF + stage * B_BYTES, b_rows, b_cols)
+        if transpose_b:
+            wg.mma_ABt(acc, a, b)
+        else:
+            wg.mma_AB(acc, a, b)
+        wg.mma_commit_group()
+
+    @tkn.func
+    def finish(g, buf, acc, task):
+        row, col = _tile(g, task)
+        w = wg.groupid()
+        c = tkn.st_bf(buf, C_OFF + w * C_BYTES, WM, BN)
+        if wg.laneid() == 0:
+            tma_ops.store_async_read_wait(0)          # the last task's store has finished reading c
+        wg.sync(1 + w)
+        wg.store(c, acc)                              # f32 -> bf16, stmatrix into the swizzled tile
+        tma_ops.fence_proxy_async()
+        wg.sync(1 + w)
+        if wg.laneid() == 0:
+            tma_ops.store_async(g[5], c, (2 * row + w, col))
+            tma_ops.store_commit()
+            tma_ops.store_async_read_wait(0)
+
+    return lcf(name="gemm_abt" if transpose_b else "gemm_ab", args=("c", "a", "b", "tma_a", "tma_b", "tma_c"),
+               tasks=_tasks, iters=_iters, load=load, compute=compute, finish=finish, stages=STAGES,
+               stage_bytes=A_BYTES + B_BYTES, bar_offset=BAR_OFF, acc_cols=BN)
+
+
+gemm_ab = _make(False)
+gemm_abt = _make(True)
+
+
+# ------------------------------------------------------------------------------------------------ host side
+from tkn import interop  # noqa: E402
+from tkn.ptx import SIM  # noqa: E402
+
+_kernels = {}
+_tensormaps = {}
+
+
+def _signature():
+    from numba.cuda import types as nt
+    m = nt.uint16[:, ::1]
+    return (m, m, m, nt.uint8[::1], nt.uint8[::1], nt.uint8[::1])
+
+
+def _launcher(transpose_b):
+    k = _kernels.get(transpose_b)
+    if k is None:
+        from tkn.launch import Kernel
+        k = _kernels[transpose_b] = Kernel(gemm_abt if transpose_b else gemm_ab, _signature(), block=384,
+                                           smem=smem.launch_bytes)
+    return k
+
+
+def _tensormap(arr, box):
+    """Device copy of the tensormap of 2-D bf16 array `arr` for boxes `box`, cached by address and shape."""
+    key = (tma.device_address(arr), tuple(arr.shape), tuple(arr.strides), box)
+    tm = _tensormaps.get(key)
+    if tm is None:
+        if len(_tensormaps) > 256:
+            _tensormaps.clear()
+        tm = _tensormaps[key] = tma.to_device(tma.tensormap_for(arr, box, 128, dtype="bfloat16"))
+    return tm
+
+
+def _num_sms():
+    if SIM:
+        return 2
+    from numba import cuda
+    return cuda.get_current_device().MULTIPROCESSOR_COUNT
+
+
+def gemm(a, b, out=None):
+    """C = a @ b in bf16 with fp32 accumulation. a: (M, K) bf16; b: (K, N) bf16, row-major, or the transpose
+    view of an (N, K) row-major array (e.g. torch's `w.T`), which runs the A @ B^T kernel without a copy.
+    Arrays: torch / cupy / numba device arrays (bf16, or uint16 bits), or numpy uint16 bits (copied).
+    K and N must be multiples of 8 (TMA's 16-byte row rule); any M, N, K otherwise: edges are masked by TMA.
+    Returns out (allocated like a when None)."""
+    ia = interop.check_array(a, "a", dtype="bfloat16", ndim=2, contiguous=True, align=16)
+    ib = interop.check_array(b, "b", dtype="bfloat16", ndim=2, contiguous=False, align=16)
+    M, K = ia.shape
+    if ib.shape[0] != K:
+        raise ValueError(f"gemm: b has shape {tuple(ib.shape)}, but a is {M}x{K}: b needs {K} rows")
+    N = ib.shape[1]
+    if K % 8 or N % 8:
+        raise ValueError(f"gemm: K={K} and N={N} must be multiples of 8 (TMA needs 16-byte aligned rows of bf16)")
+    if M == 0 or N == 0 or K == 0:
+        raise ValueError(f"gemm: empty problem {M}x{N}x{K}")
+    transpose_b = ib.strides == (2, 2 * N) or (ib.strides[0] == 2 and ib.strides[1] % 16 == 0 and N > 1)
+    if not transpose_b and ib.strides != (2 * N, 2):
+        raise ValueError(f"gemm: b must be row-major (strides ({2 * N}, 2) bytes) or the transpose of a row-major "
+                         f"array, got strides {ib.strides}")
+    if out is None:
+        out = interop.empty((M, N), "bfloat16", like=a)
+    else:
+        io = interop.check_array(out, "out", dtype="bfloat16", ndim=2, contiguous=True, align=16)
+        if tuple(io.shape) != (M, N):
+            raise ValueError(f"gemm: out has shape {tuple(io.shape)}, expected ({M}, {N})")
+    da = interop.as_device_array(a, "a", dtype="bfloat16", ndim=2)
+    db = interop.as_device_array(b.T if transpose_b else b, "b", dtype="bfloat16", ndim=2)
+    dc = interop.as_device_array(out, "out", dtype="bfloat16", ndim=2)
+    tm_a = _tensormap(da, (BM, BK))
+    tm_b = _tensormap(db, (BN, BK) if transpose_b else (BK, 64))
+    tm_c = _tensormap(dc, (BM // 2, 64))
+    tiles = -(-M // BM) * -(-N // BN)
+    _launcher(transpose_b)(min(tiles, _num_sms()), dc, da, db, tm_a, tm_b, tm_c)
+    if dc is not out and not SIM:
+        if interop.array_info(out, "out").device == -1:
+            interop.copy_back(dc, out)
+    return interop.to_user(out, like=a) if out is not None else out

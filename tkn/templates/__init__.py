@@ -1,0 +1,2 @@
+"""Block templates: load-compute-finish (lcf) and load-compute-store-finish (lcsf)."""
+from .lcf import lcf  # noqa: F401

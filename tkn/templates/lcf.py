@@ -1,0 +1,84 @@
+"""Load-compute-finish (LCF): warp-specialized, pipelined, persistent.
+
+A block is `consumers` consumer warpgroups and one producer warpgroup (the last). Shared memory holds a ring of
+`stages` input stages, each guarded by two mbarriers: *full* (the producer armed it with the stage's bytes and
+TMA completes it) and *empty* (each consumer warpgroup arrives once it is done reading). The ring's position and
+phase run on across tasks, so the next task's loads overlap this task's finish. Each block takes tasks
+blockIdx.x, blockIdx.x + gridDim.x, ... until `tasks(g)` are done (launch about one block per SM).
+
+A kernel author writes small device functions (tkn.func), each receiving `g`, the tuple of kernel arguments:
+    tasks(g) -> int                                 how many tasks in all
+    iters(g, task) -> int                           input stages one task consumes
+    load(g, smem, stage, task, it, bar)             one producer thread: issue TMA loads of stage `stage`,
+                                                    completing on `bar` (already armed with stage_bytes)
+    compute(g, smem, stage, acc, task, it)          a consumer warpgroup: wgmma on the stage into acc
+    finish(g, smem, acc, task)                      a consumer warpgroup: write the task's result
+`acc` is each consumer warp's rt_fl(16, acc_cols) (its strip of the warpgroup's 64 x acc_cols accumulator).
+The template waits for compute's wgmmas before it frees the stage.
+"""
+from numba import cuda
+
+from tkn import ptx
+from tkn.jit import kernel as _kernel
+from tkn.ops import warpgroup
+from tkn.types import dynamic_shared, rt_fl
+
+_SOURCE = '''
+def {name}({args}):
+    g = ({args},)
+    smem = dynamic_shared()
+    bars = ptx.shared_address(smem, BAR_OFFSET)      # full[s] at bars + 8s, empty[s] at bars + 8(STAGES + s)
+    tid = ptx.thread_rank()
+    if tid == 0:
+        for s in range(STAGES):
+            ptx.mbarrier_init(bars + 8 * s, 1)
+            ptx.mbarrier_init(bars + 8 * (STAGES + s), CONSUMERS)
+        ptx.fence_proxy_async_shared()
+    cuda.syncthreads()
+    ntasks = tasks(g)
+    if tid // 128 == CONSUMERS:                       # the producer warpgroup
+        warpgroup.decrease_registers(PRODUCER_REGS)
+        if tid % 128 == 0:
+            stage = 0
+            phase = 0
+            for task in range(cuda.blockIdx.x, ntasks, cuda.gridDim.x):
+                for it in range(iters(g, task)):
+                    ptx.mbarrier_wait_parity(bars + 8 * (STAGES + stage), phase ^ 1)   # stage is free
+                    ptx.mbarrier_arrive_expect_tx(bars + 8 * stage, STAGE_BYTES)
+                    load(g, smem, stage, task, it, bars + 8 * stage)
+                    stage += 1
+                    if stage == STAGES:
+                        stage = 0
+                        phase ^= 1
+    else:                                             # consumer warpgroups
+        warpgroup.increase_registers(CONSUMER_REGS)
+        acc = rt_fl(16, ACC_COLS)
+        stage = 0
+        phase = 0
+        for task in range(cuda.blockIdx.x, ntasks, cuda.gridDim.x):
+            for it in range(iters(g, task)):
+                ptx.mbarrier_wait_parity(bars + 8 * stage, phase)                # stage is full
+                compute(g, smem, stage, acc, task, it)
+                warpgroup.mma_async_wait(acc)
+                if tid % 128 == 0:
+                    ptx.mbarrier_arrive(bars + 8 * (STAGES + stage))
+                stage += 1
+                if stage == STAGES:
+                    stage = 0
+                    phase ^= 1
+            finish(g, smem, acc, task)
+'''
+
+
+def lcf(*, name, args, tasks, iters, load, compute, finish, stages, stage_bytes, bar_offset, acc_cols,
+        consumers=2, producer_regs=40, consumer_regs=232):
+    """Build an LCF kernel (see the module doc). `args`: the kernel's parameter names; `bar_offset`: where in
+    dynamic shared memory the template may put its 2*stages mbarriers (8 bytes each)."""
+    ns = dict(cuda=cuda, ptx=ptx, warpgroup=warpgroup, dynamic_shared=dynamic_shared, rt_fl=rt_fl,
+              tasks=tasks, iters=iters, load=load, compute=compute, finish=finish, STAGES=stages,
+              STAGE_BYTES=stage_bytes, BAR_OFFSET=bar_offset, ACC_COLS=acc_cols, CONSUMERS=consumers,
+              PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs)
+    exec(_SOURCE.format(name=name, args=", ".join(args)), ns)
+    fn = ns[name]
+    fn.__module__ = __name__
+    return _kernel(fn, threads=128 * (consumers + 1), min_blocks=1)
