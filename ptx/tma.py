@@ -9,6 +9,9 @@ stores and reduce-adds are tracked per thread by bulk_commit_group / bulk_wait_g
 Shared-memory image of a box (both worlds): the box row-major (dimension 0 fastest), then the swizzle XOR
 on the shared address bits, o ^= ((o >> 7) & m) << 4 (m = 7, 3, 1 for 128, 64, 32 B): the st layout.
 
+Out of bounds: loads read zeros (negative coordinates too); stores and reduce-adds drop the elements past the
+far edges, but a box starting at a negative coordinate traps (illegal instruction, seen on an H200).
+
 Simulator: tkn.tma.encode_tensormap writes our own 128-byte format (see _FMT) and the twins decode it; they
 copy at issue time, reading out-of-bounds elements as zero and writing only in-bounds ones, as TMA does.
 """
@@ -117,7 +120,15 @@ def _smem_box(m, smem):
     return sim_memory(s0, _BITS[m.elsize], m.box_bytes // m.elsize)[(a - s0) // m.elsize]
 
 
+def _no_negative(coords, what):
+    # Seen on an H200: a store or reduce-add box starting at a negative coordinate traps (illegal
+    # instruction); loads zero-fill there, and stores past the far edges just drop the out-of-bounds part.
+    if any(int(c) < 0 for c in coords):
+        raise RuntimeError(f"TMA {what} at negative coordinates {tuple(int(c) for c in coords)}: the GPU traps")
+
+
 def _store(tmap, smem, coords):
+    _no_negative(coords, "store")
     m = _Map(tmap)
     off, ok = _box_global(m, coords)
     mem, idx = _global_view(m, off, ok)
@@ -135,6 +146,7 @@ def _to_float(bits, elem):
 
 
 def _reduce_add(tmap, smem, coords):
+    _no_negative(coords, "reduce-add")
     m = _Map(tmap)
     off, ok = _box_global(m, coords)
     mem, idx = _global_view(m, off, ok)

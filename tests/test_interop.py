@@ -179,7 +179,8 @@ def test_torch_cpu_round_trip():
     np.testing.assert_array_equal(d.copy_to_host(), like.numpy())
     out = empty((6,), "bfloat16", like=like)
     out.copy_to_device(np.full(6, 0x3F80, np.uint16))
-    back = to_user(out, like)
+    assert to_user(out, like).dtype == torch.uint16  # float32 like: the bits stay bits...
+    back = to_user(out, like, dtype="bfloat16")  # ...unless told
     assert isinstance(back, torch.Tensor) and back.dtype == torch.bfloat16
     assert torch.equal(back, torch.ones(6, dtype=torch.bfloat16))
 

@@ -187,6 +187,7 @@ def _close(got, ref):
     (64, 32, 1, 0, "reg"),      # MN-major A (128 B), 64 B K-major B, scale-d from a register
     (128, 64, 0, 1, "imm0"),    # 128 B K-major A over 4 k-steps, MN-major B with 2 LBO blocks
     (48, 32, 1, 1, "imm1"),     # MN-major B with 32 B swizzle: 3 blocks of 16 columns
+    (96, 32, 0, 1, "imm1"),     # MN-major B with 64 B swizzle: 3 blocks of 32 columns
     (256, 64, 1, 1, "reg"),
 ])
 def test_wgmma_ss(n, k, ta, tb, mode):
@@ -214,7 +215,7 @@ def test_wgmma_twin_rejects_wrong_descriptor(wrong, tb):
 
 def _tma_kernel(rows, cols, el):
     """Load a rows x cols st at (r0, c0) with TMA boxes, un-swizzle it into `tile` with plain indexing,
-    then TMA-store it at (r0, c0) of `back` and reduce-add it at (r0, c0) of `acc`."""
+    then TMA-store it at (sr, sc) of `back` and reduce-add it at (sr, sc) of `acc`."""
     plan = tkn.tma.st_boxes(rows, cols, el)
     NB, BW, BOX_BYTES = plan.count, plan.box[1], plan.box_bytes
     EL = rows * cols
@@ -222,7 +223,7 @@ def _tma_kernel(rows, cols, el):
     TOTAL = EL + 1024 // el
 
     @tkn.jit.kernel(threads=128, min_blocks=1)
-    def kern(tm_in, tm_back, tm_acc, r0, c0, tile):
+    def kern(tm_in, tm_back, tm_acc, r0, c0, sr, sc, tile):
         buf = cuda.shared.array(TOTAL, ELT)
         mbar = cuda.shared.array(1, np.uint64)
         tid = cuda.threadIdx.x
@@ -252,9 +253,9 @@ def _tma_kernel(rows, cols, el):
             ptx.fence_proxy_tensormap_acquire(t_back)
             ptx.fence_proxy_tensormap_acquire(t_acc)
             for i in range(NB):
-                ptx.tma_prefetch_2d(t_back, c0 + i * BW, r0)
-                ptx.tma_store_2d(t_back, smem + i * BOX_BYTES, c0 + i * BW, r0)
-                ptx.tma_reduce_add_2d(t_acc, smem + i * BOX_BYTES, c0 + i * BW, r0)
+                ptx.tma_prefetch_2d(t_back, sc + i * BW, sr)
+                ptx.tma_store_2d(t_back, smem + i * BOX_BYTES, sc + i * BW, sr)
+                ptx.tma_reduce_add_2d(t_acc, smem + i * BOX_BYTES, sc + i * BW, sr)
             ptx.bulk_commit_group()
             ptx.bulk_wait_group_read(0)
             ptx.bulk_wait_group(0)
@@ -272,13 +273,14 @@ def _window(src, r0, c0, rows, cols):
     return out
 
 
-@pytest.mark.parametrize("dtype,rows,cols,shape,r0,c0", [
-    ("bf16", 64, 128, (100, 200), 64, 128),   # 128 B swizzle, 2 boxes, ragged bottom and right edges
-    ("bf16", 32, 32, (40, 56), -8, 40),       # 64 B swizzle, negative row coordinate
-    ("bf16", 16, 16, (24, 40), 16, 32),       # 32 B swizzle
-    ("f32", 32, 32, (48, 72), 24, 48),        # f32, 128 B swizzle, 1 box
+# A store / reduce box must not start at a negative coordinate (it traps on the GPU): (sr, sc) >= 0.
+@pytest.mark.parametrize("dtype,rows,cols,shape,r0,c0,sr,sc", [
+    ("bf16", 64, 128, (100, 200), 64, 128, 64, 128),  # 128 B swizzle, 2 boxes, ragged bottom and right edges
+    ("bf16", 32, 32, (40, 56), -8, 40, 16, 40),       # 64 B swizzle, load at a negative row
+    ("bf16", 16, 16, (24, 40), 16, -8, 0, 32),        # 32 B swizzle, load at a negative column
+    ("f32", 32, 32, (48, 72), 24, 48, 24, 48),        # f32, 128 B swizzle, 1 box
 ])
-def test_tma_load_store_reduce(dtype, rows, cols, shape, r0, c0):
+def test_tma_load_store_reduce(dtype, rows, cols, shape, r0, c0, sr, sc):
     el = 2 if dtype == "bf16" else 4
     if dtype == "bf16":
         x = bf16_rand(*shape)
@@ -295,24 +297,38 @@ def test_tma_load_store_reduce(dtype, rows, cols, shape, r0, c0):
            for d in (d_x, d_back, d_acc)]
     ubits = np.uint16 if el == 2 else np.uint32
     d_tile = cuda.to_device(np.full((rows, cols), np.asarray(poison).view(ubits)))  # raw bits, no conversion
-    _tma_kernel(rows, cols, el)[1, 128](*tms, np.int32(r0), np.int32(c0), d_tile)
+    _tma_kernel(rows, cols, el)[1, 128](*tms, np.int32(r0), np.int32(c0), np.int32(sr), np.int32(sc), d_tile)
 
-    want = _window(x, r0, c0, rows, cols)
-    np.testing.assert_array_equal(d_tile.copy_to_host().view(np.uint8), want.view(np.uint8))
+    want = _window(x, r0, c0, rows, cols)  # zeros where the load box is out of bounds
+    np.testing.assert_array_equal(d_tile.copy_to_host().view(ubits), want.view(ubits))
 
     inb = np.zeros(shape, bool)
-    inb[max(r0, 0):r0 + rows, max(c0, 0):c0 + cols] = True
+    inb[sr:sr + rows, sc:sc + cols] = True
+    stored = np.zeros(shape, x.dtype)
+    h, w = min(rows, shape[0] - sr), min(cols, shape[1] - sc)
+    stored[sr:sr + h, sc:sc + w] = want[:h, :w]
     back = d_back.copy_to_host()
-    np.testing.assert_array_equal(back[inb].view(np.uint8), x[inb].view(np.uint8))
+    np.testing.assert_array_equal(back[inb].view(ubits), stored[inb].view(ubits))
     assert (back[~inb].view(ubits) == np.asarray(poison).view(ubits)).all()
 
     acc = d_acc.copy_to_host()
     if dtype == "bf16":
-        ref = ptx.bf16_bits((as_f64(y0) + as_f64(x)).astype(np.float32))
+        ref = ptx.bf16_bits((as_f64(y0) + as_f64(stored)).astype(np.float32))
         np.testing.assert_array_equal(acc[inb], ref[inb])
     else:
-        np.testing.assert_allclose(acc[inb], (y0.astype(np.float64) + x)[inb], rtol=1e-6)
-    np.testing.assert_array_equal(acc[~inb], y0[~inb])
+        np.testing.assert_allclose(acc[inb], (y0.astype(np.float64) + stored)[inb], rtol=1e-6)
+    np.testing.assert_array_equal(acc[~inb].view(ubits), y0[~inb].view(ubits))
+
+
+@pytest.mark.skipif(not ptx.SIM, reason="on the GPU this traps and poisons the context")
+def test_tma_store_at_negative_coordinate_traps():
+    x = bf16_rand(40, 56)
+    d_x = cuda.to_device(x)
+    box = tkn.tma.st_boxes(32, 32, 2)
+    tm = tkn.tma.to_device(tkn.tma.tensormap_for(d_x, box.box, box.swizzle))
+    with pytest.raises(Exception, match="negative"):
+        _tma_kernel(32, 32, 2)[1, 128](tm, tm, tm, np.int32(0), np.int32(0), np.int32(-8), np.int32(0),
+                                      cuda.to_device(np.zeros((32, 32), np.uint16)))
 
 
 def _tma_wgmma_kernel(n, k):
@@ -321,10 +337,11 @@ def _tma_wgmma_kernel(n, k):
     A_EL, B_EL, NH, NJ = 64 * k, k * n, n // 2, n // 8
     NA, BA, WA = pa.count, pa.box_bytes, pa.box[1]
     NB, BB, WB = pb.count, pb.box_bytes, pb.box[1]
+    TOTAL = A_EL + B_EL + 512
 
     @tkn.jit.kernel(threads=128, min_blocks=1)
     def kern(tm_a, tm_b, out):
-        buf = cuda.shared.array(A_EL + B_EL + 512, np.uint16)
+        buf = cuda.shared.array(TOTAL, np.uint16)
         mbar = cuda.shared.array(1, np.uint64)
         tid = cuda.threadIdx.x
         pad = align_pad(buf, 2)

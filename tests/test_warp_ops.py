@@ -117,7 +117,7 @@ def test_fills_and_maps(R, C, L):
     x, y = rand_f32(r, (R, C)), away_from_zero(r, (R, C))
     p = rand_f32(r, (R, C), 0.05, 20.0)
     s = np.float32(away_from_zero(r, ()))
-    out, = launch(maps_kernel(R, C, L), poisoned((1, len(MAP_NAMES), R, C)), x, y, p, s)
+    out, = launch(maps_kernel(R, C, L), [poisoned((1, len(MAP_NAMES), R, C))], x, y, p, s)
     X, Y, P, S = (v.astype(np.float64) for v in (x, y, p, s))
     full = lambda v: np.full((R, C), v)  # noqa: E731
     ref = {"zero": full(0.0), "one": full(1.0), "neg_infty": full(-np.inf), "pos_infty": full(np.inf),
@@ -187,7 +187,7 @@ def test_maps_16bit(kind, R, C, L):
     xb, x = make(r, (R, C))
     yb, y = make(r, (R, C))
     s = np.float32(to_float(to_bits(np.float32(1.5) + np.float32(r.uniform()))))   # exactly representable
-    out, = launch(maps16_kernel(kind, R, C, L), poisoned((1, len(MAP16_NAMES), R, C), np.uint16), xb, yb, s)
+    out, = launch(maps16_kernel(kind, R, C, L), [poisoned((1, len(MAP16_NAMES), R, C), np.uint16)], xb, yb, s)
     X, Y = x.astype(np.float64), y.astype(np.float64)
     ref = {"add": X + Y, "sub": X - Y, "mul": X * Y, "max": np.maximum(X, Y), "min": np.minimum(X, Y),
            "neg": -X, "abs": np.abs(X), "relu": np.maximum(X, 0.0), "mul_s": X * float(s),
@@ -262,7 +262,8 @@ def test_copy_conversions(R, C, L):
     x = _conversion_inputs(r, (R, C))
     xb, xbf = rand_bf16(r, (R, C))
     xh, xhf = rand_f16(r, (R, C))
-    ou, of = launch(convert_kernel(R, C, L), poisoned((1, 4, R, C), np.uint16), poisoned((1, 4, R, C)), x, xb, xh)
+    ou, of = launch(convert_kernel(R, C, L), [poisoned((1, 4, R, C), np.uint16), poisoned((1, 4, R, C))],
+                    x, xb, xh)
     u, f = dict(zip(CONV_NAMES, ou[0])), dict(zip(CONVF_NAMES, of[0]))
     assert_equal(u["f32_to_bf16"], bf16_bits(x), "f32 -> bf16 copy")
     assert_equal(u["f32_to_f16"], x.astype(np.float16).view(np.uint16), "f32 -> f16 copy")
@@ -365,7 +366,7 @@ def test_broadcasts_and_reductions(R, C, L):
     x, y = rand_f32(r, (R, C)), rand_f32(r, (R, C))
     p = rand_f32(r, (R, C), 0.5, 4.0)
     s = np.float32(r.uniform(0.2, 0.5))
-    out, = launch(reduce_kernel(R, C, L), poisoned((1, len(RED_NAMES), R, C)), x, y, p, s)
+    out, = launch(reduce_kernel(R, C, L), [poisoned((1, len(RED_NAMES), R, C))], x, y, p, s)
     X, Y, P, S = (v.astype(np.float64) for v in (x, y, p, s))
     rmax, rmin, rsum = X.max(1, keepdims=True), X.min(1, keepdims=True), X.sum(1, keepdims=True)
     cmax, cmin, csum = X.max(0, keepdims=True), X.min(0, keepdims=True), X.sum(0, keepdims=True)
@@ -429,7 +430,7 @@ def test_masks(R, C, L):
     x = rand_f32(r, (R, C))
     d1, d2, off = (int(v) for v in r.integers(-R + 1, C, 3))
     v = np.float32(r.standard_normal())
-    out, = launch(mask_kernel(R, C, L), poisoned((1, len(MASK_NAMES), R, C)), x, d1, d2, off, v)
+    out, = launch(mask_kernel(R, C, L), [poisoned((1, len(MASK_NAMES), R, C))], x, d1, d2, off, v)
     rr, cc = np.meshgrid(np.arange(R), np.arange(C), indexing="ij")
     ref = {"tril": np.where(cc - rr <= 0, x, -np.inf), "tril_d": np.where(cc - rr <= d1, x, v),
            "triu": np.where(cc - rr >= 0, x, -np.inf), "triu_d": np.where(cc - rr >= d2, x, v),
@@ -484,8 +485,8 @@ def test_swap_layout_and_transpose(R, C):
     r = rng()
     x = rand_f32(r, (R, C))
     xb, _ = rand_bf16(r, (R, C))
-    of, ofT, ob, obT = launch(layout_kernel(R, C), poisoned((1, 2, R, C)), poisoned((1, 2, C, R)),
-                              poisoned((1, 2, R, C), np.uint16), poisoned((1, 2, C, R), np.uint16), x, xb)
+    of, ofT, ob, obT = launch(layout_kernel(R, C), [poisoned((1, 2, R, C)), poisoned((1, 2, C, R)),
+                              poisoned((1, 2, R, C), np.uint16), poisoned((1, 2, C, R), np.uint16)], x, xb)
     for i, what in enumerate(("row -> col", "col -> row")):
         assert_equal(of[0, i], x, f"f32 swap_layout {what}")
         assert_equal(ob[0, i], xb, f"bf16 swap_layout {what}")
@@ -528,8 +529,9 @@ def test_rt_gl_ragged(R, C, L):
     xb4, xb4f = rand_bf16(r, (2, 3, Rg, Cg))
     x2 = rand_f32(r, (Rg, Cg))
     o4, o4b, ofull, ofullb, o2, o2b = launch(
-        gl_kernel(R, C, L), poisoned((2, 3, Rg, Cg)), poisoned((2, 3, Rg, Cg), np.uint16), poisoned((R, C)),
-        poisoned((R, C), np.uint16), poisoned((Rg, Cg)), poisoned((Rg, Cg), np.uint16), x4, xb4, x2)
+        gl_kernel(R, C, L), [poisoned((2, 3, Rg, Cg)), poisoned((2, 3, Rg, Cg), np.uint16), poisoned((R, C)),
+                             poisoned((R, C), np.uint16), poisoned((Rg, Cg)), poisoned((Rg, Cg), np.uint16)],
+        x4, xb4, x2)
 
     m4 = np.zeros((2, 3, Rg, Cg), bool)
     m4[0, 1, R:, C:] = True
@@ -612,8 +614,8 @@ def test_rt_st(R, C, L):
     xf = rand_f32(r, (R, C))
     k, smem = st_kernel(R, C, L)
     ob, obraw, oh, ohraw, of, ofraw = launch(
-        k, poisoned((R, C), np.uint16), poisoned(R * C, np.uint16), poisoned((R, C), np.uint16),
-        poisoned(R * C, np.uint16), poisoned((R, C)), poisoned(R * C), xb, xh, xf, smem=smem)
+        k, [poisoned((R, C), np.uint16), poisoned(R * C, np.uint16), poisoned((R, C), np.uint16),
+            poisoned(R * C, np.uint16), poisoned((R, C)), poisoned(R * C)], xb, xh, xf, smem=smem)
     assert_equal(ob, xb, "bf16 st -> rt (ldmatrix)")
     assert_equal(oh, xh, "f16 st -> rt (ldmatrix)")
     assert_equal(of, xf, "f32 st -> rt")
@@ -662,8 +664,8 @@ def test_group_st_gl(R, C, W):
     xf2 = rand_f32(r, (2 * R - 5 if R > 16 else Rg, Cg))
     Rf = xf2.shape[0]
     k, smem = group_kernel(R, C, W)
-    ob4, obfull, of2, offull = launch(k, poisoned((2, 3, Rg, Cg), np.uint16), poisoned((1, 2, R, C), np.uint16),
-                                      poisoned((Rg, Cg)), poisoned((1, 2, R, C)), xb4, xf2,
+    ob4, obfull, of2, offull = launch(k, [poisoned((2, 3, Rg, Cg), np.uint16), poisoned((1, 2, R, C), np.uint16),
+                                       poisoned(xf2.shape), poisoned((1, 2, R, C))], xb4, xf2,
                                       threads=32 * W, smem=smem)
     # shared tiles as the loads should fill them (zeros past the global's edges)
     sa = np.zeros((R, C), np.uint16)
@@ -748,7 +750,7 @@ def test_mma(kind, acc, shape):
     else:
         c, Cf = rand_f16(r, (M, N))
         out_buf = poisoned((1, 5, M, N), np.uint16)
-    out, = launch(mma_kernel(kind, acc, M, N, K), out_buf, a, at, b, bt, c)
+    out, = launch(mma_kernel(kind, acc, M, N, K), [out_buf], a, at, b, bt, c)
     out = out[0] if acc == "f32" else f16_float(out[0])
     A, At, B, Bt, Cf = (v.astype(np.float64) for v in (A, At, B, Bt, Cf))
     refs = {"mma_AB": A @ B + Cf, "mma_ABt": A @ Bt.T + Cf, "mma_AtB": At.T @ B + Cf, "mma_AtBt": At.T @ Bt.T + Cf,
@@ -810,7 +812,7 @@ MISUSE_IDS = ["tile-17x16", "mma-b-row-layout", "mma-bf16-x-f16", "add-shape"]
 def test_misuse_simulator(fn, xkind, match):
     x = np.zeros((16, 32), np.float32 if xkind == "f32" else np.uint16)
     with pytest.raises(TypeError, match=match):
-        launch(tkn.kernel(fn), poisoned((16, 16)), x)
+        launch(tkn.kernel(fn), [poisoned((16, 16))], x)
 
 
 @pytest.mark.sass

@@ -71,12 +71,13 @@ def poisoned(shape, dtype=np.float32):
     raise TypeError(f"no poison for {dtype}")
 
 
-def launch(kernel, *args, threads=32, smem=0, grid=1):
-    """Run `kernel[grid, threads, 0, smem]` on device copies of the numpy arrays in args (scalars pass through);
-    return the numpy arrays copied back, in order (scalars omitted)."""
-    dev = [cuda.to_device(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a for a in args]
+def launch(kernel, outs, *ins, threads=32, smem=0, grid=1):
+    """Run `kernel[grid, threads, 0, smem](*outs, *ins)` with numpy arrays copied to the device
+    (numba.cuda.to_device; scalars pass through) and return the outputs copied back, as a list."""
+    dev = [cuda.to_device(np.ascontiguousarray(a)) if isinstance(a, np.ndarray) else a
+           for a in list(outs) + list(ins)]
     kernel[grid, threads, 0, smem](*dev)
-    return [d.copy_to_host() for a, d in zip(args, dev) if isinstance(a, np.ndarray)]
+    return [d.copy_to_host() for d in dev[:len(outs)]]
 
 
 # --------------------------------------------------------------------------------------------- comparisons

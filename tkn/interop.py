@@ -263,17 +263,20 @@ def _to_torch(arr, dtype):
     return t if t.dtype == dtype else t.view(dtype)
 
 
-def to_user(out, like=None):
+def to_user(out, like=None, dtype=None):
     """`out` as the caller expects it: for host `like` (numpy, CPU torch, None) on a GPU, `out` (a numba device
-    array from `empty`) copied back to the host, as torch if `like` is torch (16-bit bits become like's dtype
-    when it is bf16/f16). Anything else is returned as is."""
+    array from `empty`) copied back to the host, as torch if `like` is torch. `dtype` is out's logical dtype,
+    which torch needs to turn uint16 bits back into bfloat16 / float16 (default: like's dtype if it is one of
+    those). Anything else is returned as is."""
     if SIM or not _on_host(like) or not hasattr(out, "copy_to_host"):
         return out
     arr = out.copy_to_host()
     if _torch_tensor(like):
         torch = sys.modules["torch"]
-        keep = like.dtype if arr.dtype == np.uint16 and like.dtype in (torch.bfloat16, torch.float16) else None
-        return _to_torch(arr, keep or getattr(torch, arr.dtype.name))
+        if dtype is None:
+            dtype = like.dtype if arr.dtype == np.uint16 and like.dtype in (torch.bfloat16, torch.float16) \
+                else arr.dtype.name
+        return _to_torch(arr, getattr(torch, dtype_name(dtype)))
     return arr
 
 

@@ -1,0 +1,40 @@
+"""tkn.kernels.gemm vs torch.matmul (cuBLAS), bf16 in / bf16 out, same run, same inputs.
+Writes bench/results/gemm.json and prints a table.  python bench/gemm.py [--quick]"""
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import time_ms, write  # noqa: E402
+from tkn.kernels import gemm  # noqa: E402
+
+SHAPES = [(n, n, n) for n in (1024, 2048, 4096, 8192, 16384)] + [
+    (8192, 8192, 1024), (4096, 14336, 4096), (16384, 4096, 4096), (4096, 4096, 16384)]
+
+
+def main(quick=False):
+    shapes = [(4096, 4096, 4096), (8192, 8192, 8192)] if quick else SHAPES
+    records = []
+    print(f"{'M':>6} {'N':>6} {'K':>6} {'tkn':>8} {'cuBLAS':>8} {'ratio':>6}  (TFLOP/s)  max rel err")
+    for M, N, K in shapes:
+        a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+        b = torch.randn(K, N, device="cuda", dtype=torch.bfloat16)
+        out = torch.empty(M, N, device="cuda", dtype=torch.bfloat16)
+        ref = torch.empty_like(out)
+        flops = 2 * M * N * K
+        t_tkn = time_ms(lambda: gemm(a, b, out))
+        t_ref = time_ms(lambda: torch.matmul(a, b, out=ref))
+        err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+        tk, cb = flops / t_tkn / 1e9, flops / t_ref / 1e9
+        records.append({"shape": {"M": M, "N": N, "K": K}, "tkn": round(tk, 1), "baselines": {"cublas": round(cb, 1)},
+                        "rel_err_vs_cublas": err})
+        print(f"{M:>6} {N:>6} {K:>6} {tk:>8.1f} {cb:>8.1f} {tk / cb:>6.2f}  {err:.1e}", flush=True)
+        del a, b, out, ref
+    path = write("gemm", "TFLOP/s", records)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main("--quick" in sys.argv)
