@@ -1,8 +1,9 @@
 """bf16 GEMM on Hopper: C = A @ B or A @ B.T, fp32 accumulate, bf16 out.
 
 LCF template: one producer warpgroup streams 128 x 64 tiles of A and 64 x 256 (or 256 x 64) tiles of B through a
-3-stage ring by TMA; two consumer warpgroups each own a 64 x 256 half of the 128 x 256 output tile (wgmma
-m64n256k16, 128 f32 accumulators per thread) and write it back through shared memory with a TMA store.
+4-stage ring by TMA; two consumer warpgroups each own a 64 x 256 half of the 128 x 256 output tile (wgmma
+m64n256k16, 128 f32 accumulators per thread) and store it from registers as bf16 pairs (all shared memory
+goes to the input ring).
 Persistent: ~one block per SM walks the tiles in L2-friendly groups of GROUP_M tile-rows.
 """
 import numpy as np
@@ -15,16 +16,14 @@ from tkn.templates import lcf
 
 BM, BN, BK = 128, 256, 64
 WM = BM // 2                                          # rows per consumer warpgroup
-STAGES = 3
+STAGES = 4
 GROUP_M = 16
 
 smem = tkn.SharedLayout()
 A_OFF = smem.st("bf16", BM, BK, count=STAGES)
 B_OFF = smem.st("bf16", BK, BN, count=STAGES)
-C_OFF = smem.st("bf16", BM // 2, BN, count=2)          # one output staging tile per consumer warpgroup
 BAR_OFF = smem.alloc(8 * 2 * STAGES, align=8)
 A_BYTES, B_BYTES = tkn.st_bytes("bf16", BM, BK), tkn.st_bytes("bf16", BK, BN)
-C_BYTES = tkn.st_bytes("bf16", BM // 2, BN)
 HALF_A = tkn.st_bytes("bf16", BM // 2, BK)             # a consumer's 64-row half of the A tile
 
 
@@ -68,33 +67,20 @@ def _make(transpose_b):
 
     @tkn.func
     def compute(g, buf, stage, acc, task, it):
-        if it == 0:
-            tkn.zero(acc)
         a = tkn.st_bf(buf, A_OFF + stage * A_BYTES + wg.groupid() * HALF_A, WM, BK)
         b = tkn.st_bf(buf, B_OFF + stage * B_BYTES, b_rows, b_cols)
         if transpose_b:
-            wg.mma_ABt(acc, a, b)
+            wg.mma_ABt(acc, a, b, it > 0)          # a new task starts from 0: no zero-fill needed
         else:
-            wg.mma_AB(acc, a, b)
+            wg.mma_AB(acc, a, b, it > 0)
         wg.mma_commit_group()
 
     @tkn.func
     def finish(g, buf, acc, task):
         row, col = _tile(g, task)
-        w = wg.groupid()
-        c = tkn.st_bf(buf, C_OFF + w * C_BYTES, WM, BN)
-        if wg.laneid() == 0:
-            tma_ops.store_async_read_wait(0)          # the last task's store has finished reading c
-        wg.sync(1 + w)
-        wg.store(c, acc)                              # f32 -> bf16, stmatrix into the swizzled tile
-        tma_ops.fence_proxy_async()
-        wg.sync(1 + w)
-        if wg.laneid() == 0:
-            tma_ops.store_async(g[5], c, (2 * row + w, col))
-            tma_ops.store_commit()
-            tma_ops.store_async_read_wait(0)
+        wg.store(g[0], acc, (2 * row + wg.groupid(), col))     # f32 -> bf16, masked at the edges
 
-    return lcf(name="gemm_abt" if transpose_b else "gemm_ab", args=("c", "a", "b", "tma_a", "tma_b", "tma_c"),
+    return lcf(name="gemm_abt" if transpose_b else "gemm_ab", args=("c", "a", "b", "tma_a", "tma_b"),
                tasks=_tasks, iters=_iters, load=load, compute=compute, finish=finish, stages=STAGES,
                stage_bytes=A_BYTES + B_BYTES, bar_offset=BAR_OFF, acc_cols=BN)
 
@@ -114,7 +100,7 @@ _tensormaps = {}
 def _signature():
     from numba.cuda import types as nt
     m = nt.uint16[:, ::1]
-    return (m, m, m, nt.uint8[::1], nt.uint8[::1], nt.uint8[::1])
+    return (m, m, m, nt.uint8[::1], nt.uint8[::1])
 
 
 def _launcher(transpose_b):
@@ -175,9 +161,8 @@ def gemm(a, b, out=None):
     dc = interop.as_device_array(out, "out", dtype="bfloat16", ndim=2)
     tm_a = _tensormap(da, (BM, BK))
     tm_b = _tensormap(db, (BN, BK) if transpose_b else (BK, 64))
-    tm_c = _tensormap(dc, (BM // 2, 64))
     tiles = -(-M // BM) * -(-N // BN)
-    _launcher(transpose_b)(min(tiles, _num_sms()), dc, da, db, tm_a, tm_b, tm_c)
+    _launcher(transpose_b)(min(tiles, _num_sms()), dc, da, db, tm_a, tm_b)
     if dc is not out and not SIM:
         if interop.array_info(out, "out").device == -1:
             interop.copy_back(dc, out)

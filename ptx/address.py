@@ -51,3 +51,16 @@ def global_address(typingctx, arr, index):
         return builder.ptrtoint(ptr, ir.IntType(64))
 
     return types.uint64(arr, index), codegen
+
+
+def _st_global_b32_twin(addr, v):
+    from ._asm import sim_memory
+    import numpy as np
+    sim_memory(addr, np.uint32, 1)[0] = np.uint32(int(v) & 0xFFFFFFFF)
+
+
+from ._asm import asm_leaf  # noqa: E402
+
+st_global_b32 = asm_leaf(
+    "st_global_b32", "st.global.b32 [$0], $1;", ins=("b64", "b32"), memory=True, volatile=True,
+    twin=_st_global_b32_twin, doc="One 4-byte store to global memory (generic address, 4-byte aligned).")

@@ -65,10 +65,10 @@ def test_kernel_axpy():
     out = np.full(n, np.nan, np.float32)
     k = Kernel(axpy, AXPY, block=32)
     k((n + 31) // 32, out, x, y, 2.0, n)
-    np.testing.assert_allclose(out, 2.0 * x + y, rtol=1e-6)
+    np.testing.assert_allclose(out, 2.0 * x + y, rtol=1e-5, atol=1e-6)  # the GPU fuses a*x+y
     out[:] = np.nan
     k(((n + 31) // 32, 1, 1), out, x, y, -1.5, n)  # tuple grid, new scalar
-    np.testing.assert_allclose(out, -1.5 * x + y, rtol=1e-6)
+    np.testing.assert_allclose(out, -1.5 * x + y, rtol=1e-5, atol=1e-6)
 
 
 def test_kernel_strides_and_bits():
@@ -78,7 +78,7 @@ def test_kernel_strides_and_bits():
     out = np.full((6, 10), np.nan, np.float32)
     k = Kernel(gather2d, GATHER2D, block=(8, 8))
     k((1, 2), out, bits, src, 0.5)
-    np.testing.assert_allclose(out, bits.astype(np.float64) + 0.5 * src, rtol=1e-6)
+    np.testing.assert_allclose(out, bits.astype(np.float64) + 0.5 * src, rtol=1e-5, atol=1e-6)
 
 
 def test_kernel_dynamic_smem_over_48k():
@@ -94,7 +94,7 @@ def test_launch_fallback():
     x, y = _rand(n), _rand(n)
     out = np.full(n, np.nan, np.float32)
     launch(axpy, 3, 32, 0, None, out, x, y, np.float32(3.0), np.int32(n))
-    np.testing.assert_allclose(out, 3.0 * x + y, rtol=1e-6)
+    np.testing.assert_allclose(out, 3.0 * x + y, rtol=1e-5, atol=1e-6)
     n = 20 * 1024
     x = _rand(n)
     out = np.full(n, np.nan, np.float32)
@@ -115,6 +115,17 @@ def test_kernel_argument_errors():
         k(1, np.zeros(16, np.float32)[::2], x, x, 1.0, 8)
     with pytest.raises(TypeError, match=r"signature has 2 types for 5 parameters"):
         Kernel(axpy, AXPY[:2], block=32)
+
+
+@tkn.jit.kernel
+def nothing():
+    pass
+
+
+def test_kernel_without_arguments():
+    k = Kernel(nothing, (), block=32)
+    assert k._params.pack((), 0) is None
+    k(2)
 
 
 class _FakeCAI:

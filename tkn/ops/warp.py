@@ -489,8 +489,9 @@ def transpose(dst, src):
 
 # ---------------------------------------------------------------------------------- loads and stores
 from tkn.ops import group as _group  # noqa: E402
-from tkn.ops._frag import st_offset, gl_get, gl_bits, gl_put  # noqa: E402
+from tkn.ops._frag import st_offset, gl_get, gl_bits, gl_put, gl_rows_cols, gl_address  # noqa: E402
 from tkn.types import ELSIZE  # noqa: E402
+from tkn._unroll import unrolled  # noqa: E402
 from numba.cuda import types as _nt  # noqa: E402
 
 
@@ -530,30 +531,38 @@ def _rt_to_gl(dst, src):
     bits = str(dst.dtype) == "uint16"
     raw = bits and src.kind != "f32"
 
-    def impl(dst, src, coord=None):
-        lane = ptx.laneid()
-        r0 = coord[-2] * R
-        c0 = coord[-1] * C
-        for i in range(src.shape[0]):
-            for j in range(src.shape[1]):
-                for p in range(4):
-                    ra = r0 + 16 * i + pair_row(row_layout, lane, p, 0)
-                    ca = c0 + 16 * j + pair_col(row_layout, lane, p, 0)
-                    rb = r0 + 16 * i + pair_row(row_layout, lane, p, 1)
-                    cb = c0 + 16 * j + pair_col(row_layout, lane, p, 1)
-                    if bits:
-                        if raw:
-                            v = np.uint32(src[i, j, p])
-                        else:
-                            x, y = get_pair(src, i, j, p)
-                            v = ptx.pack_bf16x2(x, y)   # f32 tile into a bf16 global: round
-                        gl_put(dst, coord, ra, ca, np.uint16(v & 0xFFFF))
-                        gl_put(dst, coord, rb, cb, np.uint16(v >> 16))
-                    else:
-                        x, y = get_pair(src, i, j, p)
-                        gl_put(dst, coord, ra, ca, x)
-                        gl_put(dst, coord, rb, cb, y)
-    return impl
+    @func
+    def setup(dst, src, coord):
+        rows, cols = gl_rows_cols(dst)
+        # a row-layout pair is two neighbours in a row: one 4-byte store when the row pitch allows it
+        wide = bits and row_layout and (gl_address(dst, coord, 0, 0) % 4 == 0) and (dst.strides[-2] % 4 == 0)
+        return ptx.laneid(), coord[-2] * R, coord[-1] * C, rows, cols, wide
+
+    @func
+    def body(dst, src, coord, s, i, j, p):
+        lane, r0, c0, rows, cols, wide = s
+        ra = r0 + 16 * i + pair_row(row_layout, lane, p, 0)
+        ca = c0 + 16 * j + pair_col(row_layout, lane, p, 0)
+        rb = r0 + 16 * i + pair_row(row_layout, lane, p, 1)
+        cb = c0 + 16 * j + pair_col(row_layout, lane, p, 1)
+        if bits:
+            if raw:
+                v = np.uint32(src[i, j, p])
+            else:
+                x, y = get_pair(src, i, j, p)
+                v = ptx.pack_bf16x2(x, y)   # f32 tile into a bf16 global: round
+            if wide and ra < rows and cb < cols:
+                ptx.st_global_b32(gl_address(dst, coord, ra, ca), v)
+            else:
+                gl_put(dst, coord, ra, ca, np.uint16(v & 0xFFFF))
+                gl_put(dst, coord, rb, cb, np.uint16(v >> 16))
+        else:
+            x, y = get_pair(src, i, j, p)
+            gl_put(dst, coord, ra, ca, x)
+            gl_put(dst, coord, rb, cb, y)
+
+    u = unrolled("store_rt", ("dst", "src", "coord"), setup, body, (R // 16, C // 16, 4))
+    return lambda dst, src, coord=None: u(dst, src, coord)
 
 
 def _check_rt_st(name, t, s, s_arg):

@@ -2,6 +2,7 @@
 wgmma: the warpgroup computes a 64 x N product; warp w holds rows 16w..16w+15 of it in an rt_fl(16, N).
 
     mma_AB(d, a, b)    d += a @ b       mm_AB(d, a, b)    d = a @ b       (ABt, AtB, AtBt likewise)
+    mma_AB(d, a, b, accumulate)         d = a @ b + (d if accumulate else 0), accumulate known at run time
     a: st (64 x K, or K x 64 for At) or a bf16/f16 rt(16, K) per warp (registers, AB / ABt only)
     b: st (K x N for AB / AtB, N x K for ABt / AtBt)
 These only *issue* the work: call mma_commit_group() and mma_async_wait(d) before reading d, and
@@ -23,10 +24,10 @@ def _wgmma_for(kind, rs):
     return ptx.wgmma_ss_bf16 if kind == "bf16" else ptx.wgmma_ss_f16
 
 
-def _mma_op(name, a_t, b_t, accumulate):
+def _mma_op(name, a_t, b_t, default_acc):
     formula = f"{'a.T' if a_t else 'a'} @ {'b.T' if b_t else 'b'}"
 
-    def gen(d, a, b):
+    def gen(d, a, b, accumulate=default_acc):
         expect(role(d) == "rt" and d.kind == "f32" and d.rt_layout == "row" and d.rows == 16, name, "d",
                "this warp's rt_fl(16, N) strip of the 64 x N accumulator", d)
         N = d.cols
@@ -53,24 +54,35 @@ def _mma_op(name, a_t, b_t, accumulate):
         tb = 0 if b_t else 1          # b stored K x N is MN-major: the transposed descriptor
         ta = 1 if a_t else 0
         b_rows, b_cols = b.rows, b.cols
+        # the first k-step adds to d only if `accumulate` (a constant, or a run-time flag: the wgmma scale-d
+        # predicate, so d is never touched by ordinary instructions while earlier wgmmas may be in flight)
         if rs:
-            def impl(d, a, b):
+            def impl(d, a, b, accumulate=default_acc):
                 base_b = ptx.shared_address(b, 0)
+                ptx.wgmma_fence()
                 for kk in range(ksteps):
                     db = ptx.st_desc(base_b, b_rows, b_cols, es, tb, kk, 0)
-                    wgmma(d, N, a[0, kk], db, 1 if (accumulate or kk > 0) else 0, tb)
+                    if kk == 0:
+                        wgmma(d, N, a[0, kk], db, accumulate, tb)
+                    else:
+                        wgmma(d, N, a[0, kk], db, 1, tb)
             return impl
         a_rows, a_cols = a.rows, a.cols
 
-        def impl(d, a, b):
+        def impl(d, a, b, accumulate=default_acc):
             base_a = ptx.shared_address(a, 0)
             base_b = ptx.shared_address(b, 0)
+            ptx.wgmma_fence()
             for kk in range(ksteps):
                 da = ptx.st_desc(base_a, a_rows, a_cols, es, ta, kk, 0)
                 db = ptx.st_desc(base_b, b_rows, b_cols, es, tb, kk, 0)
-                wgmma(d, N, da, db, 1 if (accumulate or kk > 0) else 0, ta, tb)
+                if kk == 0:
+                    wgmma(d, N, da, db, accumulate, ta, tb)
+                else:
+                    wgmma(d, N, da, db, 1, ta, tb)
         return impl
-    gen.__doc__ = f"d {'+' if accumulate else ''}= {formula} (wgmma, 64 x N per warpgroup). See the module doc."
+    gen.__doc__ = (f"d {'+' if default_acc else ''}= {formula} (wgmma, 64 x N per warpgroup); `accumulate` (default "
+                   f"{default_acc}) may be a run-time flag. See the module doc.")
     gen.__name__ = gen.__qualname__ = name
     return op(gen)
 
@@ -109,6 +121,9 @@ def mma_async_wait(d, pending=0):
     k = getattr(pending, "literal_value", getattr(pending, "value", pending))
     if not isinstance(k, int):
         return None
+
+    if k > 0:   # d is still being written by the pending group: touching it would make ptxas serialize
+        return lambda d, pending=0: ptx.wgmma_wait_group(k)
 
     def impl(d, pending=0):
         ptx.wgmma_wait_group(k)

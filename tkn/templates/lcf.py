@@ -14,7 +14,7 @@ A kernel author writes small device functions (tkn.func), each receiving `g`, th
     compute(g, smem, stage, acc, task, it)          a consumer warpgroup: wgmma on the stage into acc
     finish(g, smem, acc, task)                      a consumer warpgroup: write the task's result
 `acc` is each consumer warp's rt_fl(16, acc_cols) (its strip of the warpgroup's 64 x acc_cols accumulator).
-The template waits for compute's wgmmas before it frees the stage.
+The template keeps one stage of wgmmas in flight and frees a stage once its wgmmas are done.
 """
 from numba import cuda
 
@@ -56,16 +56,22 @@ def {name}({args}):
         stage = 0
         phase = 0
         for task in range(cuda.blockIdx.x, ntasks, cuda.gridDim.x):
+            last = stage
             for it in range(iters(g, task)):
                 ptx.mbarrier_wait_parity(bars + 8 * stage, phase)                # stage is full
                 compute(g, smem, stage, acc, task, it)
-                warpgroup.mma_async_wait(acc)
-                if tid % 128 == 0:
-                    ptx.mbarrier_arrive(bars + 8 * (STAGES + stage))
+                # keep this stage's wgmmas in flight; the previous stage's are done: hand it back
+                warpgroup.mma_async_wait(acc, 1)
+                if it > 0 and tid % 128 == 0:
+                    ptx.mbarrier_arrive(bars + 8 * (STAGES + last))
+                last = stage
                 stage += 1
                 if stage == STAGES:
                     stage = 0
                     phase ^= 1
+            warpgroup.mma_async_wait(acc, 0)
+            if tid % 128 == 0:
+                ptx.mbarrier_arrive(bars + 8 * (STAGES + last))
             finish(g, smem, acc, task)
 '''
 
