@@ -130,32 +130,80 @@ def _num_sms():
     return cuda.get_current_device().MULTIPROCESSOR_COUNT
 
 
-def gemm(a, b, out=None):
-    """C = a @ b in bf16 with fp32 accumulation. a: (M, K) bf16; b: (K, N) bf16, row-major, or the transpose
-    view of an (N, K) row-major array (e.g. torch's `w.T`), which runs the A @ B^T kernel without a copy.
-    Arrays: torch / cupy / numba device arrays (bf16, or uint16 bits), or numpy uint16 bits (copied).
-    K and N must be multiples of 8 (TMA's 16-byte row rule); any M, N, K otherwise: edges are masked by TMA.
-    Returns out (allocated like a when None)."""
+def _check(a, b):
+    """Validate a and b; return (M, N, K, transpose_b)."""
     ia = interop.check_array(a, "a", dtype="bfloat16", ndim=2, contiguous=True, align=16)
     ib = interop.check_array(b, "b", dtype="bfloat16", ndim=2, contiguous=False, align=16)
     M, K = ia.shape
     if ib.shape[0] != K:
         raise ValueError(f"gemm: b has shape {tuple(ib.shape)}, but a is {M}x{K}: b needs {K} rows")
     N = ib.shape[1]
-    if K % 8 or N % 8:
-        raise ValueError(f"gemm: K={K} and N={N} must be multiples of 8 (TMA needs 16-byte aligned rows of bf16)")
     if M == 0 or N == 0 or K == 0:
         raise ValueError(f"gemm: empty problem {M}x{N}x{K}")
-    transpose_b = ib.strides == (2, 2 * N) or (ib.strides[0] == 2 and ib.strides[1] % 16 == 0 and N > 1)
+    if K % 8 or N % 8:
+        raise ValueError(f"gemm: K={K} and N={N} must be multiples of 8 (TMA needs 16-byte aligned rows of bf16)")
+    if ia.device != ib.device:
+        raise ValueError(f"gemm: a is on {ia.device} and b on {ib.device}; both must be on the same device")
+    transpose_b = ib.strides[0] == 2 and ib.strides[1] == 2 * K       # b is the transpose view of (N, K)
     if not transpose_b and ib.strides != (2 * N, 2):
-        raise ValueError(f"gemm: b must be row-major (strides ({2 * N}, 2) bytes) or the transpose of a row-major "
-                         f"array, got strides {ib.strides}")
+        raise ValueError(f"gemm: b must be row-major (strides ({2 * N}, 2) bytes) or the transpose of a "
+                         f"row-major (N, K) array (strides (2, {2 * K})), got strides {ib.strides}")
+    return M, N, K, transpose_b
+
+
+def _check_out(out, M, N):
+    io = interop.check_array(out, "out", dtype="bfloat16", ndim=2, contiguous=True, align=16)
+    if tuple(io.shape) != (M, N):
+        raise ValueError(f"gemm: out has shape {tuple(io.shape)}, expected ({M}, {N})")
+
+
+_plans = {}
+
+
+def _torch_plan(a, b):
+    """Everything about a call that depends only on a's and b's addresses and layouts, for torch CUDA tensors."""
+    import torch
+    M, N, K, transpose_b = _check(a, b)
+    bop = b.T if transpose_b else b
+    tms = [torch.from_numpy(tma.encode_tensormap("bfloat16", x.data_ptr(), tuple(x.shape),
+                                                 tuple(2 * st for st in x.stride()), box, 128)).to(a.device)
+           for x, box in ((a, (BM, BK)), (bop, (BN, BK) if transpose_b else (BK, 64)))]
+    grid = min(-(-M // BM) * -(-N // BN), torch.cuda.get_device_properties(a.device).multi_processor_count)
+    return _launcher(transpose_b), grid, bop, tms[0], tms[1], (M, N)
+
+
+def gemm(a, b, out=None):
+    """C = a @ b in bf16 with fp32 accumulation. a: (M, K) bf16; b: (K, N) bf16, row-major, or the transpose
+    view of an (N, K) row-major array (e.g. torch's `w.T`), which runs the A @ B^T kernel without a copy.
+    Arrays: torch / cupy / numba device arrays (bf16, or uint16 bits), or numpy uint16 bits (copied).
+    K and N must be multiples of 8 (TMA's 16-byte row rule); any M, N, K otherwise: edges are masked by TMA.
+    Returns out (allocated like a when None). Runs on torch's current stream for torch tensors."""
+    if type(a) is _Tensor and type(b) is _Tensor and a.is_cuda:
+        # hot path: everything but the output pointer is cached per (a, b) address and layout
+        key = (a.data_ptr(), b.data_ptr(), a.shape, b.shape, b.stride(), a.dtype, b.dtype, a.device)
+        plan = _plans.get(key)
+        if plan is None:
+            if len(_plans) > 1024:
+                _plans.clear()
+            if not a.is_contiguous():
+                _check(a, b)    # raises with the reason
+            plan = _plans[key] = _torch_plan(a, b)
+        launch, grid, bop, tm_a, tm_b, shape = plan
+        if out is None:
+            out = _torch.empty(shape, dtype=a.dtype, device=a.device)
+        elif out.shape != shape:
+            _check_out(out, *shape)
+        launch(grid, out, a, bop, tm_a, tm_b)
+        return out
+    return _gemm_generic(a, b, out)
+
+
+def _gemm_generic(a, b, out):
+    M, N, K, transpose_b = _check(a, b)
     if out is None:
         out = interop.empty((M, N), "bfloat16", like=a)
     else:
-        io = interop.check_array(out, "out", dtype="bfloat16", ndim=2, contiguous=True, align=16)
-        if tuple(io.shape) != (M, N):
-            raise ValueError(f"gemm: out has shape {tuple(io.shape)}, expected ({M}, {N})")
+        _check_out(out, M, N)
     da = interop.as_device_array(a, "a", dtype="bfloat16", ndim=2)
     db = interop.as_device_array(b.T if transpose_b else b, "b", dtype="bfloat16", ndim=2)
     dc = interop.as_device_array(out, "out", dtype="bfloat16", ndim=2)
@@ -163,7 +211,17 @@ def gemm(a, b, out=None):
     tm_b = _tensormap(db, (BN, BK) if transpose_b else (BK, 64))
     tiles = -(-M // BM) * -(-N // BN)
     _launcher(transpose_b)(min(tiles, _num_sms()), dc, da, db, tm_a, tm_b)
-    if dc is not out and not SIM:
-        if interop.array_info(out, "out").device == -1:
-            interop.copy_back(dc, out)
-    return interop.to_user(out, like=a) if out is not None else out
+    if dc is not out and not SIM and interop.array_info(out, "out").device == -1:
+        interop.copy_back(dc, out)
+    return interop.to_user(out, like=a)
+
+
+class _NoTorch:
+    pass
+
+
+try:
+    import torch as _torch
+    _Tensor = _torch.Tensor
+except ImportError:
+    _torch, _Tensor = None, _NoTorch
