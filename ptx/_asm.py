@@ -46,7 +46,9 @@ def call_asm(builder, ptx, out_kinds, in_kinds, args, tied=(), memory=True, vola
     if memory:
         cons.append("~{memory}")
     fnty = ir.FunctionType(ret, [_KINDS[k][1] for k in in_kinds])
-    asm = ir.InlineAsm(fnty, ptx, ",".join(cons), side_effect=volatile)
+    # A warp collective is always volatile: otherwise LLVM may fold select(c, shfl(x), shfl(y)) into
+    # shfl(select(c, x, y)), which changes what *other* lanes receive (seen on an H200: f32 swap_layout).
+    asm = ir.InlineAsm(fnty, ptx, ",".join(cons), side_effect=volatile or convergent)
     call = builder.call(asm, args, attrs=("convergent",) if convergent else ())
     if not outs:
         return []
