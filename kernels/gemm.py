@@ -6,10 +6,10 @@ m64n256k16, 128 f32 accumulators per thread) and store it from registers as bf16
 goes to the input ring).
 Persistent: ~one block per SM walks the tiles in L2-friendly groups of GROUP_M tile-rows.
 """
-import numpy as np
+import os
 
 import tkn
-from tkn import tma, types
+from tkn import ptx, tma
 from tkn.ops import warpgroup as wg
 from tkn.ops import tma as tma_ops
 from tkn.templates import lcf
@@ -27,43 +27,45 @@ A_BYTES, B_BYTES = tkn.st_bytes("bf16", BM, BK), tkn.st_bytes("bf16", BK, BN)
 HALF_A = tkn.st_bytes("bf16", BM // 2, BK)             # a consumer's 64-row half of the A tile
 
 
-@tkn.func
-def _tasks(g):
-    c = g[0]
-    return ((c.shape[0] + BM - 1) // BM) * ((c.shape[1] + BN - 1) // BN)
-
-
-@tkn.func
-def _iters(g, task):
-    return (g[1].shape[1] + BK - 1) // BK
-
-
-@tkn.func
-def _tile(g, task):
-    """(tile row, tile col) of a task: column-major within groups of GROUP_M tile rows, so the blocks running
-    at once share A rows and B columns in L2."""
-    c = g[0]
-    rows = (c.shape[0] + BM - 1) // BM
-    cols = (c.shape[1] + BN - 1) // BN
-    group = task // (GROUP_M * cols)
-    first = group * GROUP_M
-    height = min(GROUP_M, rows - first)
-    r = task - group * GROUP_M * cols
-    return first + r % height, r // height
-
-
-def _make(transpose_b):
+def _make(transpose_b, cluster):
+    """The A @ B (or A @ B^T) kernel for clusters of `cluster` CTAs stacked along M: they share each B tile,
+    each CTA loading 1/cluster of it and multicasting it to all (less L2 traffic per FLOP)."""
     b_rows, b_cols = (BN, BK) if transpose_b else (BK, BN)
+    mask = (1 << cluster) - 1
+    group = GROUP_M // cluster
+
+    @tkn.func
+    def tasks(g):
+        c = g[0]
+        return ((c.shape[0] + BM * cluster - 1) // (BM * cluster)) * ((c.shape[1] + BN - 1) // BN)
+
+    @tkn.func
+    def iters(g, task):
+        return (g[1].shape[1] + BK - 1) // BK
+
+    @tkn.func
+    def tile(g, task):
+        """(tile row, tile col) of this CTA's part of a task. Tasks run column-major within groups of
+        GROUP_M tile rows, so the blocks running at once share A rows and B columns in L2."""
+        c = g[0]
+        rows = (c.shape[0] + BM * cluster - 1) // (BM * cluster)
+        cols = (c.shape[1] + BN - 1) // BN
+        first = (task // (group * cols)) * group
+        height = min(group, rows - first)
+        r = task - first * cols
+        rank = ptx.cluster_ctarank() if cluster > 1 else 0
+        return (first + r % height) * cluster + rank, r // height
 
     @tkn.func
     def load(g, buf, stage, task, it, bar):
-        row, col = _tile(g, task)
+        row, col = tile(g, task)
         tma_ops.load_async(tkn.st_bf(buf, A_OFF + stage * A_BYTES, BM, BK), g[3], (row, it), bar)
         b = tkn.st_bf(buf, B_OFF + stage * B_BYTES, b_rows, b_cols)
-        if transpose_b:
-            tma_ops.load_async(b, g[4], (col, it), bar)
+        bc = (col, it) if transpose_b else (it, col)
+        if cluster > 1:
+            tma_ops.load_async_multicast(b, g[4], bc, bar, mask, ptx.cluster_ctarank(), cluster)
         else:
-            tma_ops.load_async(b, g[4], (it, col), bar)
+            tma_ops.load_async(b, g[4], bc, bar)
 
     @tkn.func
     def compute(g, buf, stage, acc, task, it):
@@ -77,16 +79,20 @@ def _make(transpose_b):
 
     @tkn.func
     def finish(g, buf, acc, task):
-        row, col = _tile(g, task)
+        row, col = tile(g, task)
         wg.store(g[0], acc, (2 * row + wg.groupid(), col))     # f32 -> bf16, masked at the edges
 
-    return lcf(name="gemm_abt" if transpose_b else "gemm_ab", args=("c", "a", "b", "tma_a", "tma_b"),
-               tasks=_tasks, iters=_iters, load=load, compute=compute, finish=finish, stages=STAGES,
-               stage_bytes=A_BYTES + B_BYTES, bar_offset=BAR_OFF, acc_cols=BN)
+    name = ("gemm_abt" if transpose_b else "gemm_ab") + (f"_c{cluster}" if cluster > 1 else "")
+    return lcf(name=name, args=("c", "a", "b", "tma_a", "tma_b"), tasks=tasks, iters=iters, load=load,
+               compute=compute, finish=finish, stages=STAGES, stage_bytes=A_BYTES + B_BYTES, bar_offset=BAR_OFF,
+               acc_cols=BN, cluster=cluster, producer_regs=56, consumer_regs=224)
 
 
-gemm_ab = _make(False)
-gemm_abt = _make(True)
+gemm_ab = _make(False, 1)
+gemm_abt = _make(True, 1)
+gemm_ab_c2 = _make(False, 2)
+gemm_abt_c2 = _make(True, 2)
+_KERNELS = {(False, 1): gemm_ab, (True, 1): gemm_abt, (False, 2): gemm_ab_c2, (True, 2): gemm_abt_c2}
 
 
 # ------------------------------------------------------------------------------------------------ host side
@@ -103,13 +109,28 @@ def _signature():
     return (m, m, m, nt.uint8[::1], nt.uint8[::1])
 
 
+# Clusters of 2 along M multicast B (the simulator runs one block at a time: no clusters there).
+CLUSTER = 1 if SIM else int(os.environ.get("TKN_GEMM_CLUSTER", "2"))
+
+
 def _launcher(transpose_b):
-    k = _kernels.get(transpose_b)
+    k = _kernels.get((transpose_b, CLUSTER))
     if k is None:
         from tkn.launch import Kernel
-        k = _kernels[transpose_b] = Kernel(gemm_abt if transpose_b else gemm_ab, _signature(), block=384,
-                                           smem=smem.launch_bytes)
+        k = _kernels[transpose_b, CLUSTER] = Kernel(_KERNELS[transpose_b, CLUSTER], _signature(), block=384,
+                                                    smem=smem.launch_bytes,
+                                                    cluster=(CLUSTER, 1, 1) if CLUSTER > 1 else None)
     return k
+
+
+def _b_box(transpose_b):
+    """TMA box of B: one swizzle-wide column block of a row slice (the part one CTA of a cluster loads)."""
+    return (BN // CLUSTER, BK) if transpose_b else (BK // CLUSTER, 64)
+
+
+def _grid(M, N, sms):
+    tasks = -(-M // (BM * CLUSTER)) * -(-N // BN)
+    return CLUSTER * min(tasks, sms // CLUSTER)
 
 
 def _tensormap(arr, box):
@@ -167,9 +188,12 @@ def _torch_plan(a, b):
     bop = b.T if transpose_b else b
     tms = [torch.from_numpy(tma.encode_tensormap("bfloat16", x.data_ptr(), tuple(x.shape),
                                                  tuple(2 * st for st in x.stride()), box, 128)).to(a.device)
-           for x, box in ((a, (BM, BK)), (bop, (BN, BK) if transpose_b else (BK, 64)))]
-    grid = min(-(-M // BM) * -(-N // BN), torch.cuda.get_device_properties(a.device).multi_processor_count)
-    return _launcher(transpose_b), grid, bop, tms[0], tms[1], (M, N)
+           for x, box in ((a, (BM, BK)), (bop, _b_box(transpose_b)))]
+    grid = _grid(M, N, torch.cuda.get_device_properties(a.device).multi_processor_count)
+    out = torch.empty((M, N), dtype=torch.bfloat16, device=a.device)
+    launch = _launcher(transpose_b).prepare(grid, out, a, bop, tms[0], tms[1])
+    launch.keep = (bop, tms)                       # the tensormaps must outlive the plan
+    return launch, launch.data_slot(0), torch.Size((M, N)), a.device.index
 
 
 def gemm(a, b, out=None):
@@ -180,7 +204,7 @@ def gemm(a, b, out=None):
     Returns out (allocated like a when None). Runs on torch's current stream for torch tensors."""
     if type(a) is _Tensor and type(b) is _Tensor and a.is_cuda:
         # hot path: everything but the output pointer is cached per (a, b) address and layout
-        key = (a.data_ptr(), b.data_ptr(), a.shape, b.shape, b.stride(), a.dtype, b.dtype, a.device)
+        key = (a.data_ptr(), b.data_ptr(), a.shape, a.stride(), b.shape, b.stride(), a.dtype, b.dtype, a.device)
         plan = _plans.get(key)
         if plan is None:
             if len(_plans) > 1024:
@@ -188,12 +212,15 @@ def gemm(a, b, out=None):
             if not a.is_contiguous():
                 _check(a, b)    # raises with the reason
             plan = _plans[key] = _torch_plan(a, b)
-        launch, grid, bop, tm_a, tm_b, shape = plan
+        launch, out_slot, shape, device = plan
         if out is None:
-            out = _torch.empty(shape, dtype=a.dtype, device=a.device)
-        elif out.shape != shape:
+            out = _torch.empty(shape, dtype=_torch.bfloat16, device=a.device)
+        elif out.shape != shape or out.dtype != _torch.bfloat16 or not out.is_contiguous() or out.device != a.device:
             _check_out(out, *shape)
-        launch(grid, out, a, bop, tm_a, tm_b)
+            raise ValueError(f"gemm: out must be a contiguous bf16 tensor on {a.device}")
+        with launch.kernel._lock:                  # the plan's parameter buffer is shared between threads
+            launch.u64[out_slot] = out.data_ptr()
+            launch(_stream(device))
         return out
     return _gemm_generic(a, b, out)
 
@@ -208,9 +235,8 @@ def _gemm_generic(a, b, out):
     db = interop.as_device_array(b.T if transpose_b else b, "b", dtype="bfloat16", ndim=2)
     dc = interop.as_device_array(out, "out", dtype="bfloat16", ndim=2)
     tm_a = _tensormap(da, (BM, BK))
-    tm_b = _tensormap(db, (BN, BK) if transpose_b else (BK, 64))
-    tiles = -(-M // BM) * -(-N // BN)
-    _launcher(transpose_b)(min(tiles, _num_sms()), dc, da, db, tm_a, tm_b)
+    tm_b = _tensormap(db, _b_box(transpose_b))
+    _launcher(transpose_b)(_grid(M, N, _num_sms()), dc, da, db, tm_a, tm_b)
     if dc is not out and not SIM and interop.array_info(out, "out").device == -1:
         interop.copy_back(dc, out)
     return interop.to_user(out, like=a)
@@ -218,6 +244,16 @@ def _gemm_generic(a, b, out):
 
 class _NoTorch:
     pass
+
+
+_raw_stream = None
+
+
+def _stream(device):
+    global _raw_stream
+    if _raw_stream is None:
+        _raw_stream = interop.torch_stream_getter()
+    return _raw_stream(device)
 
 
 try:

@@ -25,3 +25,5 @@ from .tma import (tma_load_1d, tma_load_2d, tma_load_3d, tma_load_4d, tma_load_5
                   bulk_commit_group, bulk_wait_group, bulk_wait_group_read, prefetch_tensormap,
                   fence_proxy_tensormap_acquire)
 from .setmaxnreg import setmaxnreg_inc, setmaxnreg_dec
+from .cluster import (cluster_ctarank, cluster_nctarank, mapa_shared, cluster_sync, fence_mbarrier_init,
+                      mbarrier_arrive_cluster, tma_load_2d_multicast)

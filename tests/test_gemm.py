@@ -53,7 +53,7 @@ def test_gemm_rejects_bad_input():
 
 
 @pytest.mark.sass
-@pytest.mark.parametrize("kernel", ["gemm_ab", "gemm_abt"])
+@pytest.mark.parametrize("kernel", ["gemm_ab", "gemm_abt", "gemm_ab_c2", "gemm_abt_c2"])
 def test_gemm_sass(kernel):
     """The Hopper GEMM is what it claims: wgmma, TMA loads, register reallocation, and no local memory."""
     import tkn.sass
@@ -70,7 +70,7 @@ def test_gemm_sass(kernel):
 @pytest.mark.gpu_only
 def test_gemm_torch_matches_cublas():
     torch = pytest.importorskip("torch")
-    for M, N, K in [(2048, 3072, 1024), (8192, 8192, 1024)]:
+    for M, N, K in [(2048, 3072, 1024), (8192, 8192, 1024), (1000, 520, 136)]:
         a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
         w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16)
         for b in (w.T.contiguous(), w.T):                # a @ b and a @ w.T through the transposed view

@@ -461,6 +461,22 @@ class Kernel:
         except _HostArray:
             self._round_trip(grid, args, stream, smem)
 
+    def prepare(self, grid, *args, smem=None):
+        """Pack `args` once and return a `Prepared` launch: calling it costs one driver call, and only the
+        data pointers that change (set through its `u64` view at `data_slot(i)`) need rewriting."""
+        if SIM:
+            raise RuntimeError(f"{self.name}: prepared launches need a GPU")
+        self.compile()
+        if not self._fast:
+            raise NotImplementedError(f"{self.name}: the fast path cannot pack {self.argtypes}")
+        smem = self.smem if smem is None else smem
+        if smem > self.smem:
+            _raise_smem(self._cufunc, smem, self._device)
+        with self._lock:
+            fw = self._params.pack(args, self._device)
+            buf = self._params.buf.copy()
+        return Prepared(self, _dim3(grid), smem, buf, fw)
+
     def _framework_stream(self, fw):
         if fw == "torch":
             if self._torch_stream is None:
@@ -544,6 +560,43 @@ def _sim_array(a):
     refuse strided ones); this way the kernel sees the caller's memory, at the address we checked."""
     from numba.cuda.simulator.cudadrv.devicearray import FakeCUDAArray
     return FakeCUDAArray(a)
+
+
+class Prepared:
+    """A launch of one Kernel with its parameters packed (Kernel.prepare). `u64` views the parameter slots;
+    `data_slot(i)` is where argument i's data pointer goes. Call it with a stream handle (int)."""
+
+    def __init__(self, kernel, grid, smem, buf, framework):
+        self.kernel, self.grid, self.smem, self.framework = kernel, grid, smem, framework
+        self.buf = buf
+        self.u64 = buf.view(np.uint64)
+        self._addrs = np.array([buf.ctypes.data + 8 * i for i in range(len(buf))], dtype=np.uint64)
+        self.pointer = self._addrs.ctypes.data
+        self._f = kernel._f
+        if kernel._attrs:
+            from cuda.bindings import driver
+            self._cfg = kernel._ex_config(*grid, smem)
+            self._launch = driver.cuLaunchKernelEx
+        else:
+            self._cfg = None
+            self._launch = kernel._launch_kernel
+
+    def data_slot(self, i):
+        return self.kernel._params.specs[i].data
+
+    def __call__(self, stream=0):
+        cs = _custreams.get(stream)
+        if cs is None:
+            cs = _custream(stream)
+        if self._cfg is not None:
+            self._cfg.hStream = cs
+            err, = self._launch(self._cfg, self._f, self.pointer, 0)
+        else:
+            gx, gy, gz = self.grid
+            bx, by, bz = self.kernel.block
+            err, = self._launch(self._f, gx, gy, gz, bx, by, bz, self.smem, cs, self.pointer, 0)
+        if err:
+            raise RuntimeError(f"{self.kernel.name}: launch failed with {err.name}")
 
 
 _numba_streams = {}

@@ -47,6 +47,31 @@ def load_async(dst, tmap, coord, bar):
     return impl
 
 
+@op
+def load_async_multicast(dst, tmap, coord, bar, mask, part, parts):
+    """Cluster load: this CTA loads slice `part` of `parts` equal row slices of the tile at coord (2-D) and
+    multicasts it to every CTA in `mask` (same shared offset, same mbarrier offset in each). The tensormap's
+    box must be (rows // parts) x (swizzle width). Each CTA's bar receives the bytes of every slice sent to it."""
+    rank = _check("tma.load_async_multicast", dst, coord)
+    expect(rank == 2, "tma.load_async_multicast", "coord", "(r, c)", coord)
+    n = getattr(parts, "literal_value", getattr(parts, "value", parts))
+    if not isinstance(n, int):
+        return None
+    expect(dst.rows % n == 0 and (dst.rows // n) % 8 == 0, "tma.load_async_multicast", "parts",
+           f"a divisor of {dst.rows} leaving multiples of 8 rows", n)
+    nbox, w, box_bytes = _boxes(dst)
+    R, C, S = dst.rows, dst.cols, dst.swizzle
+    rows = R // n
+
+    def impl(dst, tmap, coord, bar, mask, part, parts):
+        base = ptx.shared_address(dst, 0) + part * rows * S
+        t = ptx.global_address(tmap, 0)
+        for i in range(nbox):
+            ptx.tma_load_2d_multicast(base + i * box_bytes, t, bar, mask, coord[1] * C + i * w,
+                                      coord[0] * R + part * rows)
+    return impl
+
+
 def _store_op(name, leaf2, leaf4, doc):
     def gen(tmap, src, coord):
         rank = _check(name, src, coord)

@@ -6,6 +6,10 @@ TMA completes it) and *empty* (each consumer warpgroup arrives once it is done r
 phase run on across tasks, so the next task's loads overlap this task's finish. Each block takes tasks
 blockIdx.x, blockIdx.x + gridDim.x, ... until `tasks(g)` are done (launch about one block per SM).
 
+Clusters (cluster=n): the n CTAs of a cluster take the same task index (callbacks read their rank with
+ptx.cluster_ctarank()), so a load can be split between them and multicast; each consumer then frees the stage
+in every CTA of the cluster.
+
 A kernel author writes small device functions (tkn.func), each receiving `g`, the tuple of kernel arguments:
     tasks(g) -> int                                 how many tasks in all
     iters(g, task) -> int                           input stages one task consumes
@@ -19,7 +23,7 @@ The template keeps one stage of wgmmas in flight and frees a stage once its wgmm
 from numba import cuda
 
 from tkn import ptx
-from tkn.jit import kernel as _kernel
+from tkn.jit import func, kernel as _kernel
 from tkn.ops import warpgroup
 from tkn.types import dynamic_shared, rt_fl
 
@@ -32,16 +36,23 @@ def {name}({args}):
     if tid == 0:
         for s in range(STAGES):
             ptx.mbarrier_init(bars + 8 * s, 1)
-            ptx.mbarrier_init(bars + 8 * (STAGES + s), CONSUMERS)
+            ptx.mbarrier_init(bars + 8 * (STAGES + s), CONSUMERS * CLUSTER)
         ptx.fence_proxy_async_shared()
-    cuda.syncthreads()
+        if CLUSTER > 1:
+            ptx.fence_mbarrier_init()
+    if CLUSTER > 1:
+        ptx.cluster_sync()                            # every CTA's barriers exist before anyone signals them
+    else:
+        cuda.syncthreads()
     ntasks = tasks(g)
+    first = cuda.blockIdx.x // CLUSTER                # a cluster shares its tasks
+    step = cuda.gridDim.x // CLUSTER
     if tid // 128 == CONSUMERS:                       # the producer warpgroup
         warpgroup.decrease_registers(PRODUCER_REGS)
         if tid % 128 == 0:
             stage = 0
             phase = 0
-            for task in range(cuda.blockIdx.x, ntasks, cuda.gridDim.x):
+            for task in range(first, ntasks, step):
                 for it in range(iters(g, task)):
                     ptx.mbarrier_wait_parity(bars + 8 * (STAGES + stage), phase ^ 1)   # stage is free
                     ptx.mbarrier_arrive_expect_tx(bars + 8 * stage, STAGE_BYTES)
@@ -55,7 +66,7 @@ def {name}({args}):
         acc = rt_fl(16, ACC_COLS)
         stage = 0
         phase = 0
-        for task in range(cuda.blockIdx.x, ntasks, cuda.gridDim.x):
+        for task in range(first, ntasks, step):
             last = stage
             for it in range(iters(g, task)):
                 ptx.mbarrier_wait_parity(bars + 8 * stage, phase)                # stage is full
@@ -63,7 +74,7 @@ def {name}({args}):
                 # keep this stage's wgmmas in flight; the previous stage's are done: hand it back
                 warpgroup.mma_async_wait(acc, 1)
                 if it > 0 and tid % 128 == 0:
-                    ptx.mbarrier_arrive(bars + 8 * (STAGES + last))
+                    release(bars + 8 * (STAGES + last))
                 last = stage
                 stage += 1
                 if stage == STAGES:
@@ -71,16 +82,31 @@ def {name}({args}):
                     phase ^= 1
             warpgroup.mma_async_wait(acc, 0)
             if tid % 128 == 0:
-                ptx.mbarrier_arrive(bars + 8 * (STAGES + last))
+                release(bars + 8 * (STAGES + last))
             finish(g, smem, acc, task)
+    if CLUSTER > 1:
+        ptx.cluster_sync()                            # no CTA leaves while a peer may still write to it
+
+
+@func
+def release(bar):
+    """A consumer is done with a stage: tell the producer of every CTA that multicasts into it."""
+    if CLUSTER > 1:
+        for r in range(CLUSTER):
+            ptx.mbarrier_arrive_cluster(ptx.mapa_shared(bar, r))
+    else:
+        ptx.mbarrier_arrive(bar)
 '''
 
 
 def lcf(*, name, args, tasks, iters, load, compute, finish, stages, stage_bytes, bar_offset, acc_cols,
-        consumers=2, producer_regs=40, consumer_regs=232):
+        consumers=2, producer_regs=40, consumer_regs=232, cluster=1):
     """Build an LCF kernel (see the module doc). `args`: the kernel's parameter names; `bar_offset`: where in
-    dynamic shared memory the template may put its 2*stages mbarriers (8 bytes each)."""
-    ns = dict(cuda=cuda, ptx=ptx, warpgroup=warpgroup, dynamic_shared=dynamic_shared, rt_fl=rt_fl,
+    dynamic shared memory the template may put its 2*stages mbarriers (8 bytes each). With `cluster` > 1 the
+    blocks of a cluster (launch with cluster=(n, 1, 1)) share each task and may multicast loads to each other:
+    a stage is free only when the consumers of every CTA in the cluster are done with it."""
+    ns = dict(cuda=cuda, ptx=ptx, warpgroup=warpgroup, dynamic_shared=dynamic_shared, rt_fl=rt_fl, func=func,
+              CLUSTER=cluster,
               tasks=tasks, iters=iters, load=load, compute=compute, finish=finish, STAGES=stages,
               STAGE_BYTES=stage_bytes, BAR_OFFSET=bar_offset, ACC_COLS=acc_cols, CONSUMERS=consumers,
               PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs)
