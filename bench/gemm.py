@@ -10,6 +10,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import time_ms, write  # noqa: E402
 from tkn.kernels import gemm  # noqa: E402
 
+G = sys.modules["tkn.kernels.gemm"]
+
+
+def with_cluster(n):
+    """Switch tkn's GEMM between 1-CTA blocks and 2-CTA clusters (B multicast) for the comparison."""
+    G.CLUSTER = n
+    G._plans.clear()
+
 SHAPES = [(n, n, n) for n in (1024, 2048, 4096, 8192, 16384)] + [
     (8192, 8192, 1024), (4096, 14336, 4096), (16384, 4096, 4096), (4096, 4096, 16384)]
 
@@ -36,20 +44,23 @@ def host_overhead_us(n=300):
 def main(quick=False):
     shapes = [(4096, 4096, 4096), (8192, 8192, 8192)] if quick else SHAPES
     records = []
-    print(f"{'M':>6} {'N':>6} {'K':>6} {'tkn':>8} {'cuBLAS':>8} {'ratio':>6}  (TFLOP/s)  max rel err")
+    print(f"{'M':>6} {'N':>6} {'K':>6} {'tkn':>8} {'cuBLAS':>8} {'ratio':>6} {'1-CTA':>7}  (TFLOP/s)  rel err")
     for M, N, K in shapes:
         a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
         b = torch.randn(K, N, device="cuda", dtype=torch.bfloat16)
         out = torch.empty(M, N, device="cuda", dtype=torch.bfloat16)
         ref = torch.empty_like(out)
         flops = 2 * M * N * K
+        with_cluster(1)
+        t_one = time_ms(lambda: gemm(a, b, out))
+        with_cluster(2)
         t_tkn = time_ms(lambda: gemm(a, b, out))
         t_ref = time_ms(lambda: torch.matmul(a, b, out=ref))
         err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
-        tk, cb = flops / t_tkn / 1e9, flops / t_ref / 1e9
+        tk, cb, one = flops / t_tkn / 1e9, flops / t_ref / 1e9, flops / t_one / 1e9
         records.append({"shape": {"M": M, "N": N, "K": K}, "tkn": round(tk, 1), "baselines": {"cublas": round(cb, 1)},
-                        "rel_err_vs_cublas": err})
-        print(f"{M:>6} {N:>6} {K:>6} {tk:>8.1f} {cb:>8.1f} {tk / cb:>6.2f}  {err:.1e}", flush=True)
+                        "tkn_1cta": round(one, 1), "rel_err_vs_cublas": err})
+        print(f"{M:>6} {N:>6} {K:>6} {tk:>8.1f} {cb:>8.1f} {tk / cb:>6.2f} {one:>7.1f}  {err:.1e}", flush=True)
         del a, b, out, ref
     us = host_overhead_us()
     print(f"host time per gemm() call (torch tensors): {us:.1f} us")
