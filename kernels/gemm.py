@@ -109,8 +109,9 @@ def _signature():
     return (m, m, m, nt.uint8[::1], nt.uint8[::1])
 
 
-# Clusters of 2 along M multicast B (the simulator runs one block at a time: no clusters there).
-CLUSTER = 1 if SIM else int(os.environ.get("TKN_GEMM_CLUSTER", "2"))
+# Clusters of 2 along M can multicast B (TKN_GEMM_CLUSTER=2); measured slower on an H200 (bench/results/gemm.json:
+# tkn_1cta is the default), kept as the worked example of clusters. The simulator has no clusters.
+CLUSTER = 1 if SIM else int(os.environ.get("TKN_GEMM_CLUSTER", "1"))
 
 
 def _launcher(transpose_b):

@@ -179,7 +179,8 @@ def maps16_kernel(kind, R, C, L):
     return k
 
 
-@pytest.mark.parametrize("kind,R,C,L", [("bf16", 32, 64, ROW), ("f16", 64, 32, COL)])
+@pytest.mark.parametrize("kind,R,C,L", [("bf16", 32, 64, ROW), ("f16", 64, 32, COL)],
+                         ids=["bf16-32x64-row", "f16-64x32-col"])
 def test_maps_16bit(kind, R, C, L):
     r = rng()
     make, to_float, to_bits = ((rand_bf16, bf16_float, bf16_bits) if kind == "bf16"

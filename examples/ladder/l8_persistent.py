@@ -1,0 +1,28 @@
+"""Level 8: persistent and L2-ordered: tkn.kernels.gemm (kernels/gemm.py), level 7's kernel plus two things.
+
+Persistent: the grid is one block per SM, and each block walks tiles blockIdx.x, + gridDim.x, ... The
+template's ring runs on across tiles, so the producer loads the next tile's first stages while the consumers
+store this one: no block launch, barrier set-up or pipeline fill/drain between tiles.
+Grouped order: tiles go column by column within groups of 16 tile-rows, so the ~132 tiles in flight at once
+share a few rows of A and columns of B that stay in L2, instead of sweeping all of B for every row.
+"""
+import importlib
+
+from ladder_common import main, run as _run
+from tkn.kernels import gemm
+
+_G = importlib.import_module("tkn.kernels.gemm")
+kernel = _G.gemm_ab
+SIGNATURE = _G._signature()
+
+
+def launch(c, a, b):
+    gemm(a, b, c)
+
+
+def run(M, N, K, seed=None):
+    return _run(launch, M, N, K, seed)
+
+
+if __name__ == "__main__":
+    main("l8_persistent", run)
