@@ -11,7 +11,7 @@ if not _os.path.isdir(_os.path.join(_here, "ptx")) and _os.path.isfile(_os.path.
 
 from . import ptx  # noqa: E402
 from .types import (ROW, COL, ORTHO, ALIGN, rt_bf, rt_hf, rt_fl, rv_fl, col_vec, row_vec,  # noqa: E402
-                    st_bf, st_hf, st_fl, sv_bf, sv_fl, SharedLayout, st_bytes, dynamic_shared, swizzle_bytes)
+                    st_bf, st_hf, st_fl, sv_bf, sv_fl, SharedLayout, st_bytes, dynamic_shared, swizzle_bytes, gl)
 from .jit import kernel, func  # noqa: E402
 from .ops import warp, group  # noqa: E402
 from .ops.warp import (zero, one, neg_infty, pos_infty, fill, exp, exp2, log, abs_, relu, neg, copy,  # noqa: E402

@@ -369,3 +369,14 @@ def dynamic_shared():
         raw = cuda.shared.array(0, nt.uint8)
         return raw[(SHARED_ALIGN - (_saddr(raw, 0) & (SHARED_ALIGN - 1))) & (SHARED_ALIGN - 1):]
     return impl
+
+
+def gl(x, name="array", dtype=None):
+    """A global layout for kernels: x (numpy / cupy / torch / numba, 1 to 4 dims) as a 4-D (batch, depth, rows,
+    cols) device array, leading dims of 1 added; kernels address it by tile coordinates (b, d, r, c). Checks
+    dtype / contiguity / device with errors naming `name`; bf16 becomes uint16 bits."""
+    from tkn import interop
+    d = interop.as_device_array(x, name, dtype=dtype)
+    if d.ndim > 4:
+        raise ValueError(f"tkn.gl: argument '{name}' has {d.ndim} dimensions; a global layout has at most 4")
+    return d.reshape((1,) * (4 - d.ndim) + tuple(d.shape))
