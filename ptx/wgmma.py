@@ -204,6 +204,14 @@ def _check_common(n, *imms):
             raise ValueError("wgmma: transpose flags are 0 or 1")
 
 
+def _operands_read():
+    """No thread leaves a wgmma twin before all 128 have read shared memory. On the GPU the wgmma is one
+    operation: once any thread's wait_group says it is done, so are its shared-memory reads, and kernels let
+    one thread free the stage (an mbarrier arrive, a TMA refill). Without this barrier that thread could run
+    ahead while other simulated threads still read the stage."""
+    warpgroup_gather(None)
+
+
 def _ss_twin(ab):
     def twin(acc, n, desc_a, desc_b, scale_d, tnsp_a, tnsp_b):
         _check_common(n, tnsp_a, tnsp_b)
@@ -214,6 +222,7 @@ def _ss_twin(ab):
         g, t = divmod(lane, 4)
         a = _as_float(_read_operand(desc_a, 64, tnsp_a)[[16 * w + g, 16 * w + g + 8]], ab)
         b = _as_float(_read_operand(desc_b, int(n), tnsp_b), ab)
+        _operands_read()
         with np.errstate(all="ignore"):
             prod = a @ b.T
         _finish(acc, int(n), prod, bool(scale_d), w, g, t)
@@ -239,6 +248,7 @@ def _rs_twin(ab):
                 col = 2 * tt + 8 * (p // 2)
                 a[p % 2, col:col + 2] = unpack(regs[p])
         b = _as_float(_read_operand(desc_b, int(n), tnsp_b), ab)
+        _operands_read()
         with np.errstate(all="ignore"):
             prod = a @ b.T
         _finish(acc, int(n), prod, bool(scale_d), w, g, t)

@@ -504,7 +504,7 @@ def _ragged(R, C):
 @functools.lru_cache(None)
 def gl_kernel(R, C, L):
     @tkn.kernel
-    def k(o4, o4b, ofull, ofullb, o2, o2b, x4, xb4, x2):
+    def k(o4, o4b, ofull, ofullb, o2, o2b, ofull2, x4, xb4, x2):
         a = tkn.rt_fl(R, C, L)
         h = tkn.rt_bf(R, C, L)
         tkn.load(a, x4, (1, 2, 1, 1))           # ragged corner tile of x4[1, 2]
@@ -519,6 +519,7 @@ def gl_kernel(R, C, L):
         tkn.store(o2, a, (1, 0))                # 2-D f32 global
         tkn.load(a, x2, (0, 1))                 # 2-D f32 global, ragged cols
         tkn.store(o2b, a, (0, 1))               # f32 tile into a 2-D bf16 global: rounds
+        tkn.store(ofull2, a, (0, 0))            # zeros past the 2-D global's edge
     return k
 
 
@@ -529,9 +530,10 @@ def test_rt_gl_ragged(R, C, L):
     x4 = rand_f32(r, (2, 3, Rg, Cg))
     xb4, xb4f = rand_bf16(r, (2, 3, Rg, Cg))
     x2 = rand_f32(r, (Rg, Cg))
-    o4, o4b, ofull, ofullb, o2, o2b = launch(
+    o4, o4b, ofull, ofullb, o2, o2b, ofull2 = launch(
         gl_kernel(R, C, L), [poisoned((2, 3, Rg, Cg)), poisoned((2, 3, Rg, Cg), np.uint16), poisoned((R, C)),
-                             poisoned((R, C), np.uint16), poisoned((Rg, Cg)), poisoned((Rg, Cg), np.uint16)],
+                             poisoned((R, C), np.uint16), poisoned((Rg, Cg)), poisoned((Rg, Cg), np.uint16),
+                             poisoned((R, C))],
         x4, xb4, x2)
 
     m4 = np.zeros((2, 3, Rg, Cg), bool)
@@ -562,6 +564,9 @@ def test_rt_gl_ragged(R, C, L):
     m2b[:R, C:] = True
     assert_equal(o2b[m2b], bf16_bits(x2[:R, C:]).ravel(), "f32 tile -> 2-D bf16 global (rounded)")
     _untouched(o2b, m2b, "2-D bf16 store past the edges")
+    full2 = np.zeros((R, C), np.float32)
+    full2[:, :Cg - C] = x2[:R, C:]
+    assert_equal(ofull2, full2, "2-D f32 load past the edges reads zero")
 
 
 # =================================================================================== rt <-> st (ldmatrix)

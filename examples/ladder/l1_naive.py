@@ -37,4 +37,4 @@ def run(M, N, K, seed=None):
 
 
 if __name__ == "__main__":
-    main("l1_naive", run)
+    main("l1_naive", run, 64, 64, 64)            # 4096 simulated threads: the emulator takes a while

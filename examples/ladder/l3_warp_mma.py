@@ -67,4 +67,4 @@ def run(M, N, K, seed=None):
 
 
 if __name__ == "__main__":
-    main("l3_warp_mma", run)
+    main("l3_warp_mma", run, 128, 128, 64)

@@ -3,9 +3,10 @@
 double-buffered cp.async ring, now with 64-wide steps of K.
 
 Faster than level 3: wgmma m64n256k16 multiplies A and B straight from shared memory (no ldmatrix, no
-fragments in registers), is 16x larger than mma.sync, and runs asynchronously: the warps issue it and wait
-for it later. Shared tiles must be in the swizzled layout wgmma reads (tkn.st_bf is), 1024-byte aligned
-(SharedLayout + dynamic_shared), and written before a proxy fence (wgmma reads through the "async proxy").
+operand fragments in registers), does 128x the work of one mma.sync, and is asynchronous: the warps issue
+it and wait for it later (levels 6-8 keep it running while they wait for data). Its shared tiles must be
+in the swizzled layout wgmma reads (tkn.st_bf is), 1024-byte aligned (SharedLayout + dynamic_shared), and
+written before a proxy fence (wgmma reads through the "async proxy").
 """
 from numba import cuda
 

@@ -52,7 +52,9 @@ def kernel(c, a, b, tma_a, tma_b):
             # the other buffer's wgmma (step k-1) finished before we got here: refill it now
             load_stage(buf, tma_a, tma_b, row, col, k + 1, 1 - s)
         tma.wait(ptx.shared_address(buf, BAR + 8 * s), (k // 2) % 2)      # phase k // 2 of full[s]: landed
-        wg.mma_AB(acc, tkn.st_bf(buf, A_S + s * A_STAGE, BM, BK), tkn.st_bf(buf, B_S + s * B_STAGE, BK, BN), k > 0)
+        a_s = tkn.st_bf(buf, A_S + s * A_STAGE, BM, BK)
+        b_s = tkn.st_bf(buf, B_S + s * B_STAGE, BK, BN)
+        wg.mma_AB(acc, a_s, b_s, k > 0)
         wg.mma_commit_group()
         wg.mma_async_wait(acc)
     wg.store(c, acc, (row, col))

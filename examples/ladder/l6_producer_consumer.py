@@ -55,8 +55,9 @@ def kernel(c, a, b, tma_a, tma_b):
         for k in range(nk):
             s = k % STAGES
             tma.wait(full + 8 * s, (k // STAGES) % 2)
-            wg.mma_AB(acc, tkn.st_bf(buf, A_S + s * A_STAGE, BM, BK), tkn.st_bf(buf, B_S + s * B_STAGE, BK, BN),
-                      k > 0)
+            a_s = tkn.st_bf(buf, A_S + s * A_STAGE, BM, BK)
+            b_s = tkn.st_bf(buf, B_S + s * B_STAGE, BK, BN)
+            wg.mma_AB(acc, a_s, b_s, k > 0)
             wg.mma_commit_group()
             wg.mma_async_wait(acc, 1)            # step k may still run; step k-1 is done: free its stage
             if k > 0 and tid == 0:

@@ -3,8 +3,9 @@
 Persistent: the grid is one block per SM, and each block walks tiles blockIdx.x, + gridDim.x, ... The
 template's ring runs on across tiles, so the producer loads the next tile's first stages while the consumers
 store this one: no block launch, barrier set-up or pipeline fill/drain between tiles.
-Grouped order: tiles go column by column within groups of 16 tile-rows, so the ~132 tiles in flight at once
-share a few rows of A and columns of B that stay in L2, instead of sweeping all of B for every row.
+Grouped order: tiles go down the columns of groups of 16 tile-rows, so the ~132 tiles in flight at once need
+16 row-strips of A and ~8 column-strips of B, which stay in L2; in level 7's row-major order the tiles in
+flight span whole rows of C, so each wave needs all of B.
 """
 import importlib
 
