@@ -24,10 +24,10 @@ def time_ms(fn, warmup=5, reps=20):
     return times[len(times) // 2]
 
 
-def write(kernel, unit, records):
+def write(kernel, unit, records, **extra):
     import torch
     out = {"device": torch.cuda.get_device_name(), "date": datetime.date.today().isoformat(), "unit": unit,
-           "records": records}
+           "records": records, **extra}
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, f"{kernel}.json")
     with open(path, "w") as f:
