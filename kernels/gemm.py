@@ -2,8 +2,8 @@
 
 LCF template: one producer warpgroup streams 128 x 64 tiles of A and 64 x 256 (or 256 x 64) tiles of B through a
 4-stage ring by TMA; two consumer warpgroups each own a 64 x 256 half of the 128 x 256 output tile (wgmma
-m64n256k16, 128 f32 accumulators per thread) and store it from registers as bf16 pairs (all shared memory
-goes to the input ring).
+m64n256k16, 128 f32 accumulators per thread) and send it out in two 64 x 128 halves through a staging tile and
+TMA stores, which run on while the next task's wgmmas start.
 Persistent: ~one block per SM walks the tiles in L2-friendly groups of GROUP_M tile-rows.
 """
 import os
@@ -22,9 +22,12 @@ GROUP_M = 16
 smem = tkn.SharedLayout()
 A_OFF = smem.st("bf16", BM, BK, count=STAGES)
 B_OFF = smem.st("bf16", BK, BN, count=STAGES)
+CW = BN // 2                                           # the accumulator leaves in two 64 x 128 halves
+C_OFF = smem.st("bf16", BM // 2, CW, count=2)          # through one staging tile per consumer warpgroup
 BAR_OFF = smem.alloc(8 * 2 * STAGES, align=8)
 A_BYTES, B_BYTES = tkn.st_bytes("bf16", BM, BK), tkn.st_bytes("bf16", BK, BN)
 HALF_A = tkn.st_bytes("bf16", BM // 2, BK)             # a consumer's 64-row half of the A tile
+C_BYTES = tkn.st_bytes("bf16", BM // 2, CW)
 
 
 def _make(transpose_b, cluster):
@@ -78,13 +81,34 @@ def _make(transpose_b, cluster):
         wg.mma_commit_group()
 
     @tkn.func
+    def store_half(g, buf, acc, row, col, half):
+        w = wg.groupid()
+        c = tkn.st_bf(buf, C_OFF + w * C_BYTES, WM, CW)
+        if wg.laneid() == 0:
+            tma_ops.store_async_read_wait(0)           # the last store from c has been read out
+        wg.sync(1 + w)
+        wg.store_cols(c, acc, half)                    # f32 -> bf16, stmatrix into the swizzled tile
+        tma_ops.fence_proxy_async()
+        wg.sync(1 + w)
+        if wg.laneid() == 0:
+            tma_ops.store_async(g[5], c, (2 * row + w, 2 * col + half))   # clipped at the edges by TMA
+            tma_ops.store_commit()
+
+    @tkn.func
     def finish(g, buf, acc, task):
+        """The stores run on while the next task's wgmmas start: TMA writes from shared memory."""
         row, col = tile(g, task)
-        wg.store(g[0], acc, (2 * row + wg.groupid(), col))     # f32 -> bf16, masked at the edges
+        store_half(g, buf, acc, row, col, 0)
+        store_half(g, buf, acc, row, col, 1)
+
+    @tkn.func
+    def teardown(g, buf):
+        if wg.laneid() == 0:
+            tma_ops.store_async_wait(0)                # shared memory must outlive the last store
 
     name = ("gemm_abt" if transpose_b else "gemm_ab") + (f"_c{cluster}" if cluster > 1 else "")
-    return lcf(name=name, args=("c", "a", "b", "tma_a", "tma_b"), tasks=tasks, iters=iters, load=load,
-               compute=compute, finish=finish, stages=STAGES, stage_bytes=A_BYTES + B_BYTES, bar_offset=BAR_OFF,
+    return lcf(name=name, args=("c", "a", "b", "tma_a", "tma_b", "tma_c"), tasks=tasks, iters=iters, load=load,
+               compute=compute, finish=finish, teardown=teardown, stages=STAGES, stage_bytes=A_BYTES + B_BYTES, bar_offset=BAR_OFF,
                acc_cols=BN, cluster=cluster, producer_regs=56, consumer_regs=224)
 
 
@@ -106,7 +130,7 @@ _tensormaps = {}
 def _signature():
     from numba.cuda import types as nt
     m = nt.uint16[:, ::1]
-    return (m, m, m, nt.uint8[::1], nt.uint8[::1])
+    return (m, m, m, nt.uint8[::1], nt.uint8[::1], nt.uint8[::1])
 
 
 # Clusters of 2 along M can multicast B (TKN_GEMM_CLUSTER=2); measured slower on an H200 (bench/results/gemm.json:
@@ -192,9 +216,27 @@ def _torch_plan(a, b):
            for x, box in ((a, (BM, BK)), (bop, _b_box(transpose_b)))]
     grid = _grid(M, N, torch.cuda.get_device_properties(a.device).multi_processor_count)
     out = torch.empty((M, N), dtype=torch.bfloat16, device=a.device)
-    launch = _launcher(transpose_b).prepare(grid, out, a, bop, tms[0], tms[1])
+    launch = _launcher(transpose_b).prepare(grid, out, a, bop, tms[0], tms[1], _out_tensormap(out))
     launch.keep = (bop, tms)                       # the tensormaps must outlive the plan
-    return launch, launch.data_slot(0), torch.Size((M, N)), a.device.index
+    return launch, launch.data_slot(0), launch.data_slot(5), torch.Size((M, N)), a.device.index
+
+
+_out_maps = {}
+
+
+def _out_tensormap(out):
+    """The TMA store map of a torch output, cached by address and shape (torch's allocator hands the same
+    blocks out again, so steady-state calls hit)."""
+    key = (out.data_ptr(), out.shape, out.device)
+    tm = _out_maps.get(key)
+    if tm is None:
+        import torch
+        if len(_out_maps) > 256:
+            _out_maps.clear()
+        M, N = out.shape
+        tm = _out_maps[key] = torch.from_numpy(tma.encode_tensormap("bfloat16", out.data_ptr(), (M, N), (2 * N, 2),
+                                                                    (BM // 2, 64), 128)).to(out.device)
+    return tm
 
 
 def gemm(a, b, out=None):
@@ -213,7 +255,7 @@ def gemm(a, b, out=None):
             if not a.is_contiguous():
                 _check(a, b)    # raises with the reason
             plan = _plans[key] = _torch_plan(a, b)
-        launch, out_slot, shape, device = plan
+        launch, out_slot, tm_slot, shape, device = plan
         if out is None:
             out = _torch.empty(shape, dtype=_torch.bfloat16, device=a.device)
         elif out.shape != shape or out.dtype != _torch.bfloat16 or not out.is_contiguous() or out.device != a.device:
@@ -221,6 +263,7 @@ def gemm(a, b, out=None):
             raise ValueError(f"gemm: out must be a contiguous bf16 tensor on {a.device}")
         with launch.kernel._lock:                  # the plan's parameter buffer is shared between threads
             launch.u64[out_slot] = out.data_ptr()
+            launch.u64[tm_slot] = _out_tensormap(out).data_ptr()
             launch(_stream(device))
         return out
     return _gemm_generic(a, b, out)
@@ -237,7 +280,8 @@ def _gemm_generic(a, b, out):
     dc = interop.as_device_array(out, "out", dtype="bfloat16", ndim=2)
     tm_a = _tensormap(da, (BM, BK))
     tm_b = _tensormap(db, _b_box(transpose_b))
-    _launcher(transpose_b)(_grid(M, N, _num_sms()), dc, da, db, tm_a, tm_b)
+    tm_c = _tensormap(dc, (BM // 2, 64))
+    _launcher(transpose_b)(_grid(M, N, _num_sms()), dc, da, db, tm_a, tm_b, tm_c)
     if dc is not out and not SIM and interop.array_info(out, "out").device == -1:
         interop.copy_back(dc, out)
     return interop.to_user(out, like=a)

@@ -693,6 +693,32 @@ def _rt_to_st(dst, src):
 
 
 @op
+def store_cols(dst, src, row_tile, col_block):
+    """Shared tile dst (R x W, bf16/f16) <- columns [col_block*W, (col_block+1)*W) of register tile src, at rows
+    [row_tile*src.rows, ...) of dst: a wide accumulator leaves through a narrower staging tile (stmatrix)."""
+    expect(role(src) == "rt" and src.rt_layout == "row", "store_cols", "src", "a row-layout register tile", src)
+    expect(role(dst) == "st" and dst.kind in ("bf16", "f16"), "store_cols", "dst", "a bf16/f16 shared tile", dst)
+    expect(src.cols % dst.cols == 0 and dst.rows % src.rows == 0, "store_cols", "dst",
+           f"a tile whose width divides {src.cols} and whose height is a multiple of {src.rows}", dst)
+    R, swz, es = dst.rows, dst.swizzle, ELSIZE[dst.kind]
+    W = dst.cols // 16
+    convert = dst.kind != src.kind
+    st_bf16 = dst.kind == "bf16"
+
+    def impl(dst, src, row_tile, col_block):
+        lane = ptx.laneid()
+        r0 = row_tile * src.shape[0] * 16
+        for i in range(src.shape[0]):
+            for j in range(W):
+                addr = ptx.shared_address(dst, st_offset(R, swz, es, r0 + 16 * i + _x4_row(True, lane),
+                                                         16 * j + _x4_col(True, lane)))
+                jj = col_block * W + j
+                ptx.stmatrix_x4(addr, _st_reg(src, i, jj, 0, convert, st_bf16), _st_reg(src, i, jj, 1, convert, st_bf16),
+                                _st_reg(src, i, jj, 2, convert, st_bf16), _st_reg(src, i, jj, 3, convert, st_bf16))
+    return impl
+
+
+@op
 def load(dst, src, coord=None):
     """Warp-scope load, by what dst and src are:
     - rt <- gl at tile coordinate coord ((b, d, r, c) or (r, c)); zero past the edges;

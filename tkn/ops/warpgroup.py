@@ -190,6 +190,13 @@ def store(dst, src, coord=None):
     return _strip(_warp.store, "store", dst, src, src)
 
 
+@op
+def store_cols(dst, src, col_block):
+    """Each warp's rt(16, N) strip, columns [col_block*W, (col_block+1)*W), into rows 16w.. of the 64 x W shared
+    tile dst: the warpgroup's accumulator leaves W columns at a time through a staging tile."""
+    return lambda dst, src, col_block: _warp.store_cols(dst, src, warpid(), col_block)
+
+
 def _strip(fn, name, dst, src, tile):
     expect(role(tile) == "rt" and tile.rows == 16, name, "tile", "each warp's rt(16, N) strip", tile)
     other = src if tile is dst else dst

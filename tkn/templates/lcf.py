@@ -17,6 +17,7 @@ A kernel author writes small device functions (tkn.func), each receiving `g`, th
                                                     completing on `bar` (already armed with stage_bytes)
     compute(g, smem, stage, acc, task, it)          a consumer warpgroup: wgmma on the stage into acc
     finish(g, smem, acc, task)                      a consumer warpgroup: write the task's result
+    teardown(g, smem)                               optional, a consumer warpgroup after its last task
 `acc` is each consumer warp's rt_fl(16, acc_cols) (its strip of the warpgroup's 64 x acc_cols accumulator).
 The template keeps one stage of wgmmas in flight and frees a stage once its wgmmas are done.
 """
@@ -84,6 +85,7 @@ def {name}({args}):
             if tid % 128 == 0:
                 release(bars + 8 * (STAGES + last))
             finish(g, smem, acc, task)
+        teardown(g, smem)
     if CLUSTER > 1:
         ptx.cluster_sync()                            # no CTA leaves while a peer may still write to it
 
@@ -99,15 +101,20 @@ def release(bar):
 '''
 
 
+@func
+def _nothing(g, smem):
+    pass
+
+
 def lcf(*, name, args, tasks, iters, load, compute, finish, stages, stage_bytes, bar_offset, acc_cols,
-        consumers=2, producer_regs=40, consumer_regs=232, cluster=1):
+        consumers=2, producer_regs=40, consumer_regs=232, cluster=1, teardown=_nothing):
     """Build an LCF kernel (see the module doc). `args`: the kernel's parameter names; `bar_offset`: where in
     dynamic shared memory the template may put its 2*stages mbarriers (8 bytes each). With `cluster` > 1 the
     blocks of a cluster (launch with cluster=(n, 1, 1)) share each task and may multicast loads to each other:
     a stage is free only when the consumers of every CTA in the cluster are done with it."""
     ns = dict(cuda=cuda, ptx=ptx, warpgroup=warpgroup, dynamic_shared=dynamic_shared, rt_fl=rt_fl, func=func,
               CLUSTER=cluster,
-              tasks=tasks, iters=iters, load=load, compute=compute, finish=finish, STAGES=stages,
+              tasks=tasks, iters=iters, load=load, compute=compute, finish=finish, teardown=teardown, STAGES=stages,
               STAGE_BYTES=stage_bytes, BAR_OFFSET=bar_offset, ACC_COLS=acc_cols, CONSUMERS=consumers,
               PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs)
     exec(_SOURCE.format(name=name, args=", ".join(args)), ns)
