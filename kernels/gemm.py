@@ -218,6 +218,7 @@ def _torch_plan(a, b):
     out = torch.empty((M, N), dtype=torch.bfloat16, device=a.device)
     launch = _launcher(transpose_b).prepare(grid, out, a, bop, tms[0], tms[1], _out_tensormap(out))
     launch.keep = (bop, tms)                       # the tensormaps must outlive the plan
+    launch.last_out = out.data_ptr()
     return launch, launch.data_slot(0), launch.data_slot(5), torch.Size((M, N)), a.device.index
 
 
@@ -247,7 +248,7 @@ def gemm(a, b, out=None):
     Returns out (allocated like a when None). Runs on torch's current stream for torch tensors."""
     if type(a) is _Tensor and type(b) is _Tensor and a.is_cuda:
         # hot path: everything but the output pointer is cached per (a, b) address and layout
-        key = (a.data_ptr(), b.data_ptr(), a.shape, a.stride(), b.shape, b.stride(), a.dtype, b.dtype, a.device)
+        key = (a.data_ptr(), b.data_ptr(), a.shape, a.stride(), b.shape, b.stride(), a.dtype, b.dtype, a.get_device())
         plan = _plans.get(key)
         if plan is None:
             if len(_plans) > 1024:
@@ -258,12 +259,15 @@ def gemm(a, b, out=None):
         launch, out_slot, tm_slot, shape, device = plan
         if out is None:
             out = _torch.empty(shape, dtype=_torch.bfloat16, device=a.device)
-        elif out.shape != shape or out.dtype != _torch.bfloat16 or not out.is_contiguous() or out.device != a.device:
+        elif out.shape != shape or out.dtype != _torch.bfloat16 or not out.is_contiguous() or out.get_device() != device:
             _check_out(out, *shape)
-            raise ValueError(f"gemm: out must be a contiguous bf16 tensor on {a.device}")
+            raise ValueError(f"gemm: out must be a contiguous bf16 tensor on cuda:{device}")
+        p = out.data_ptr()
         with launch.kernel._lock:                  # the plan's parameter buffer is shared between threads
-            launch.u64[out_slot] = out.data_ptr()
-            launch.u64[tm_slot] = _out_tensormap(out).data_ptr()
+            if p != launch.last_out:               # a new output: its pointer and its TMA store map
+                launch.u64[out_slot] = p
+                launch.u64[tm_slot] = _out_tensormap(out).data_ptr()
+                launch.last_out = p
             launch(_stream(device))
         return out
     return _gemm_generic(a, b, out)
