@@ -218,7 +218,7 @@ def _torch_plan(a, b):
     out = torch.empty((M, N), dtype=torch.bfloat16, device=a.device)
     launch = _launcher(transpose_b).prepare(grid, out, a, bop, tms[0], tms[1], _out_tensormap(out))
     launch.keep = (bop, tms)                       # the tensormaps must outlive the plan
-    launch.last_out = out.data_ptr()
+    launch.last_out, launch.out_map = out.data_ptr(), _out_tensormap(out)
     return launch, launch.data_slot(0), launch.data_slot(5), torch.Size((M, N)), a.device.index
 
 
@@ -265,8 +265,9 @@ def gemm(a, b, out=None):
         p = out.data_ptr()
         with launch.kernel._lock:                  # the plan's parameter buffer is shared between threads
             if p != launch.last_out:               # a new output: its pointer and its TMA store map
+                launch.out_map = _out_tensormap(out)   # held by the plan while its address is in use
                 launch.u64[out_slot] = p
-                launch.u64[tm_slot] = _out_tensormap(out).data_ptr()
+                launch.u64[tm_slot] = launch.out_map.data_ptr()
                 launch.last_out = p
             launch(_stream(device))
         return out
