@@ -41,13 +41,15 @@ def _untouched(out, mask, what):
 
 
 # ================================================================================ fills and elementwise maps
-MAP_NAMES = ["zero", "one", "neg_infty", "pos_infty", "fill", "exp", "exp2", "log", "abs", "relu", "neg",
-             "add", "sub", "mul", "div", "max", "min",
-             "add_s", "sub_s", "mul_s", "div_s", "max_s", "min_s", "inplace"]
+FILL_UNARY_NAMES = ["zero", "one", "neg_infty", "pos_infty", "fill", "exp", "exp2", "log", "abs", "relu", "neg",
+                    "inplace"]
+BINARY_NAMES = ["add", "sub", "mul", "div", "max", "min", "add_s", "sub_s", "mul_s", "div_s", "max_s", "min_s"]
 
 
+# Two kernels rather than one: NVVM's compile time grows faster than linearly with kernel size (one kernel of
+# all 24 ops took ~90 s to compile for the GPU tier).
 @functools.lru_cache(None)
-def maps_kernel(R, C, L):
+def fill_unary_kernel(R, C, L):
     @tkn.kernel
     def k(out, x, y, p, s):
         a = tkn.rt_fl(R, C, L)
@@ -79,61 +81,82 @@ def maps_kernel(R, C, L):
         tkn.store(out, d, (0, 9, 0, 0))
         tkn.neg(d, a)
         tkn.store(out, d, (0, 10, 0, 0))
-        tkn.add(d, a, b)
-        tkn.store(out, d, (0, 11, 0, 0))
-        tkn.sub(d, a, b)
-        tkn.store(out, d, (0, 12, 0, 0))
-        tkn.mul(d, a, b)
-        tkn.store(out, d, (0, 13, 0, 0))
-        tkn.div(d, a, b)
-        tkn.store(out, d, (0, 14, 0, 0))
-        tkn.max_(d, a, b)
-        tkn.store(out, d, (0, 15, 0, 0))
-        tkn.min_(d, a, b)
-        tkn.store(out, d, (0, 16, 0, 0))
-        tkn.add(d, a, s)
-        tkn.store(out, d, (0, 17, 0, 0))
-        tkn.sub(d, a, s)
-        tkn.store(out, d, (0, 18, 0, 0))
-        tkn.mul(d, a, s)
-        tkn.store(out, d, (0, 19, 0, 0))
-        tkn.div(d, a, s)
-        tkn.store(out, d, (0, 20, 0, 0))
-        tkn.max_(d, a, s)
-        tkn.store(out, d, (0, 21, 0, 0))
-        tkn.min_(d, a, s)
-        tkn.store(out, d, (0, 22, 0, 0))
         tkn.copy(d, a)                 # dst aliasing a source: d = exp(d * b - d)
         tkn.mul(d, d, b)
         tkn.sub(d, d, a)
         tkn.exp(d, d)
-        tkn.store(out, d, (0, 23, 0, 0))
+        tkn.store(out, d, (0, 11, 0, 0))
+    return k
+
+
+@functools.lru_cache(None)
+def binary_kernel(R, C, L):
+    @tkn.kernel
+    def k(out, x, y, s):
+        a = tkn.rt_fl(R, C, L)
+        b = tkn.rt_fl(R, C, L)
+        d = tkn.rt_fl(R, C, L)
+        tkn.load(a, x, (0, 0))
+        tkn.load(b, y, (0, 0))
+        tkn.add(d, a, b)
+        tkn.store(out, d, (0, 0, 0, 0))
+        tkn.sub(d, a, b)
+        tkn.store(out, d, (0, 1, 0, 0))
+        tkn.mul(d, a, b)
+        tkn.store(out, d, (0, 2, 0, 0))
+        tkn.div(d, a, b)
+        tkn.store(out, d, (0, 3, 0, 0))
+        tkn.max_(d, a, b)
+        tkn.store(out, d, (0, 4, 0, 0))
+        tkn.min_(d, a, b)
+        tkn.store(out, d, (0, 5, 0, 0))
+        tkn.add(d, a, s)
+        tkn.store(out, d, (0, 6, 0, 0))
+        tkn.sub(d, a, s)
+        tkn.store(out, d, (0, 7, 0, 0))
+        tkn.mul(d, a, s)
+        tkn.store(out, d, (0, 8, 0, 0))
+        tkn.div(d, a, s)
+        tkn.store(out, d, (0, 9, 0, 0))
+        tkn.max_(d, a, s)
+        tkn.store(out, d, (0, 10, 0, 0))
+        tkn.min_(d, a, s)
+        tkn.store(out, d, (0, 11, 0, 0))
     return k
 
 
 @pytest.mark.parametrize("R,C,L", SHAPE_LAYOUTS, ids=SL_IDS)
-def test_fills_and_maps(R, C, L):
+def test_fills_and_unary_maps(R, C, L):
     r = rng()
-    x, y = rand_f32(r, (R, C)), away_from_zero(r, (R, C))
+    x, y = rand_f32(r, (R, C)), rand_f32(r, (R, C))
     p = rand_f32(r, (R, C), 0.05, 20.0)
     s = np.float32(away_from_zero(r, ()))
-    out, = launch(maps_kernel(R, C, L), [poisoned((1, len(MAP_NAMES), R, C))], x, y, p, s)
+    out, = launch(fill_unary_kernel(R, C, L), [poisoned((1, len(FILL_UNARY_NAMES), R, C))], x, y, p, s)
     X, Y, P, S = (v.astype(np.float64) for v in (x, y, p, s))
     full = lambda v: np.full((R, C), v)  # noqa: E731
-    ref = {"zero": full(0.0), "one": full(1.0), "neg_infty": full(-np.inf), "pos_infty": full(np.inf),
-           "fill": full(S), "abs": np.abs(X), "relu": np.maximum(X, 0), "neg": -X}
-    exact = {"add": X + Y, "sub": X - Y, "mul": X * Y, "div": X / Y, "max": np.maximum(X, Y),
-             "min": np.minimum(X, Y), "add_s": X + S, "sub_s": X - S, "mul_s": X * S, "div_s": X / S,
-             "max_s": np.maximum(X, S), "min_s": np.minimum(X, S)}
+    exact = {"zero": full(0.0), "one": full(1.0), "neg_infty": full(-np.inf), "pos_infty": full(np.inf),
+             "fill": full(S), "abs": np.abs(X), "relu": np.maximum(X, 0), "neg": -X}
     approx = {"exp": np.exp(X), "exp2": np.exp2(X), "inplace": np.exp(X * Y - X)}
-    o = dict(zip(MAP_NAMES, out[0]))
-    for name, want in ref.items():
+    o = dict(zip(FILL_UNARY_NAMES, out[0]))
+    for name, want in exact.items():
         assert_equal(o[name], want.astype(np.float32), name)
-    for name, want in exact.items():   # one f32 rounding of the exact result
-        assert_close(o[name], want, rtol=2 ** -24, what=name)
     for name, want in approx.items():
         assert_close(o[name], want, rtol=APPROX_RTOL, what=name)
     assert_close(o["log"], np.log(P), rtol=APPROX_RTOL, atol=1e-6, what="log")
+
+
+@pytest.mark.parametrize("R,C,L", SHAPE_LAYOUTS, ids=SL_IDS)
+def test_binary_maps(R, C, L):
+    r = rng()
+    x, y = rand_f32(r, (R, C)), away_from_zero(r, (R, C))
+    s = np.float32(away_from_zero(r, ()))
+    out, = launch(binary_kernel(R, C, L), [poisoned((1, len(BINARY_NAMES), R, C))], x, y, s)
+    X, Y, S = (v.astype(np.float64) for v in (x, y, s))
+    ref = {"add": X + Y, "sub": X - Y, "mul": X * Y, "div": X / Y, "max": np.maximum(X, Y),
+           "min": np.minimum(X, Y), "add_s": X + S, "sub_s": X - S, "mul_s": X * S, "div_s": X / S,
+           "max_s": np.maximum(X, S), "min_s": np.minimum(X, S)}
+    for (name, want), got in zip(ref.items(), out[0]):   # one f32 rounding of the exact result
+        assert_close(got, want, rtol=2 ** -24, what=name)
 
 
 # 16-bit tiles: the ops compute in f32 and round once; add/mul/max... of bf16 or f16 values are exact in f32,
@@ -285,22 +308,19 @@ RED_NAMES = ["sub_row_max", "add_row_min", "mul_row_sum", "div_row_max", "add_co
 
 
 @functools.lru_cache(None)
-def reduce_kernel(R, C, L):
+def broadcast_kernel(R, C, L):
+    """Reductions without accumulator feeding the 8 broadcasts."""
     @tkn.kernel
-    def k(out, x, y, p, s):
+    def k(out, x, y, p):
         a = tkn.rt_fl(R, C, L)
         b = tkn.rt_fl(R, C, L)
         q = tkn.rt_fl(R, C, L)
-        z = tkn.rt_fl(R, C, L)
         d = tkn.rt_fl(R, C, L)
         tkn.load(a, x, (0, 0))
         tkn.load(b, y, (0, 0))
         tkn.load(q, p, (0, 0))
-        tkn.zero(z)
         vr = tkn.col_vec(a)      # one value per row
-        wr = tkn.col_vec(a)
         vc = tkn.row_vec(a)      # one value per column
-        wc = tkn.row_vec(a)
         tkn.row_max(vr, a)
         tkn.sub_row(d, a, vr)
         tkn.store(out, d, (0, 0, 0, 0))
@@ -325,26 +345,45 @@ def reduce_kernel(R, C, L):
         tkn.col_min(vc, q)
         tkn.div_col(d, a, vc)
         tkn.store(out, d, (0, 7, 0, 0))
+    return k
+
+
+@functools.lru_cache(None)
+def accum_kernel(R, C, L):
+    """Reductions with an accumulator, and maps on vectors; vectors shown by broadcasting onto zeros."""
+    @tkn.kernel
+    def k(out, x, y, s):
+        a = tkn.rt_fl(R, C, L)
+        b = tkn.rt_fl(R, C, L)
+        z = tkn.rt_fl(R, C, L)
+        d = tkn.rt_fl(R, C, L)
+        tkn.load(a, x, (0, 0))
+        tkn.load(b, y, (0, 0))
+        tkn.zero(z)
+        vr = tkn.col_vec(a)
+        wr = tkn.col_vec(a)
+        vc = tkn.row_vec(a)
+        wc = tkn.row_vec(a)
         tkn.row_sum(wr, b)                   # accumulators
         tkn.col_sum(wc, b)
         tkn.row_max(vr, a, wr)
         tkn.add_row(d, z, vr)
-        tkn.store(out, d, (0, 8, 0, 0))
+        tkn.store(out, d, (0, 0, 0, 0))
         tkn.row_min(vr, a, wr)
         tkn.add_row(d, z, vr)
-        tkn.store(out, d, (0, 9, 0, 0))
+        tkn.store(out, d, (0, 1, 0, 0))
         tkn.row_sum(vr, a, wr)
         tkn.add_row(d, z, vr)
-        tkn.store(out, d, (0, 10, 0, 0))
+        tkn.store(out, d, (0, 2, 0, 0))
         tkn.col_max(vc, a, wc)
         tkn.add_col(d, z, vc)
-        tkn.store(out, d, (0, 11, 0, 0))
+        tkn.store(out, d, (0, 3, 0, 0))
         tkn.col_min(vc, a, wc)
         tkn.add_col(d, z, vc)
-        tkn.store(out, d, (0, 12, 0, 0))
+        tkn.store(out, d, (0, 4, 0, 0))
         tkn.col_sum(vc, a, wc)
         tkn.add_col(d, z, vc)
-        tkn.store(out, d, (0, 13, 0, 0))
+        tkn.store(out, d, (0, 5, 0, 0))
         tkn.row_max(vr, a)                   # maps on vectors: exp((rowmax + rowmin) * s) - 1
         tkn.row_min(wr, a)
         tkn.add(vr, vr, wr)
@@ -352,12 +391,12 @@ def reduce_kernel(R, C, L):
         tkn.exp(vr, vr)
         tkn.sub(vr, vr, 1.0)
         tkn.add_row(d, z, vr)
-        tkn.store(out, d, (0, 14, 0, 0))
+        tkn.store(out, d, (0, 6, 0, 0))
         tkn.fill(vc, s)
         tkn.neg(vc, vc)
         tkn.mul(vc, vc, wc)                  # -s * colsum(y)
         tkn.add_col(d, a, vc)
-        tkn.store(out, d, (0, 15, 0, 0))
+        tkn.store(out, d, (0, 7, 0, 0))
     return k
 
 
@@ -367,7 +406,9 @@ def test_broadcasts_and_reductions(R, C, L):
     x, y = rand_f32(r, (R, C)), rand_f32(r, (R, C))
     p = rand_f32(r, (R, C), 0.5, 4.0)
     s = np.float32(r.uniform(0.2, 0.5))
-    out, = launch(reduce_kernel(R, C, L), [poisoned((1, len(RED_NAMES), R, C))], x, y, p, s)
+    out1, = launch(broadcast_kernel(R, C, L), [poisoned((1, 8, R, C))], x, y, p)
+    out2, = launch(accum_kernel(R, C, L), [poisoned((1, 8, R, C))], x, y, s)
+    out = np.concatenate([out1, out2], axis=1)
     X, Y, P, S = (v.astype(np.float64) for v in (x, y, p, s))
     rmax, rmin, rsum = X.max(1, keepdims=True), X.min(1, keepdims=True), X.sum(1, keepdims=True)
     cmax, cmin, csum = X.max(0, keepdims=True), X.min(0, keepdims=True), X.sum(0, keepdims=True)

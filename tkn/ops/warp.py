@@ -86,20 +86,7 @@ def fill(dst, value):
 def _unary_op(name, f, doc):
     def gen(dst, src):
         _same_shape(name, dst, src)
-        if _is(dst, "rv"):
-            def impl(dst, src):
-                for i in range(dst.shape[0]):
-                    for k in range(dst.shape[1]):
-                        dst[i, k] = f(src[i, k])
-            return impl
-
-        def impl(dst, src):
-            for i in range(dst.shape[0]):
-                for j in range(dst.shape[1]):
-                    for p in range(4):
-                        x, y = get_pair(src, i, j, p)
-                        set_pair(dst, i, j, p, f(x), f(y))
-        return impl
+        return _unary_impl_for(dst, f)
     gen.__doc__ = doc
     return _named(name, gen)
 
