@@ -1,5 +1,4 @@
 """tkn.kernels.gemm: numerics (emulator at tiny sizes, GPU at real ones), its SASS, and its error messages."""
-import os
 import sys
 
 import numpy as np

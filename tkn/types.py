@@ -297,7 +297,6 @@ def _view_intrinsic(spec):
     @intrinsic
     def view(typingctx, smem, offset):
         from numba.cuda.np.arrayobj import make_array, populate_array
-        from numba.cuda import cgutils
 
         def codegen(context, builder, sig, args):
             base = make_array(sig.args[0])(context, builder, args[0])
@@ -345,10 +344,6 @@ st_fl = op(inline=True)(_shared_constructor("st", "f32"))
 sv_bf = op(inline=True)(_shared_constructor("sv", "bf16"))
 sv_fl = op(inline=True)(_shared_constructor("sv", "f32"))
 st_bf.__doc__ = "st_bf(smem, byte_offset, rows, cols): a bf16 shared tile viewing dynamic shared memory (swizzled)."
-
-
-def dynamic_shared():
-    """The dynamic shared memory window as bytes, aligned to 1024 (launch with SharedLayout.launch_bytes)."""
 
 
 from tkn.ptx import shared_address as _saddr  # noqa: E402

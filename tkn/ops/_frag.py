@@ -57,10 +57,6 @@ def set_pair(t, i, j, p, x, y):
     return impl
 
 
-def f32(x):
-    return np.float32(x)
-
-
 @func
 def st_offset(rows, swizzle, elsize, r, c):
     """Element offset of (r, c) in a shared tile (DESIGN.md: column blocks of `swizzle` bytes, address swizzle)."""

@@ -1,6 +1,5 @@
 """Group-scope ops: `warps` consecutive warps (starting at a multiple of `warps`) share one copy between
 shared and global memory, each thread moving 16-byte chunks. A warp is group(1); a warpgroup is group(4)."""
-import numpy as np
 
 from tkn import ptx
 from tkn._op import op, expect, role
