@@ -1,4 +1,4 @@
-"""Load-compute-finish (LCF): warp-specialized, pipelined, persistent.
+"""Load-compute-finish (LCF) and load-compute-store-finish (LCSF): warp-specialized, pipelined, persistent.
 
 A block is `consumers` consumer warpgroups and one producer warpgroup (the last). Shared memory holds a ring of
 `stages` input stages, each guarded by two mbarriers: *full* (the producer armed it with the stage's bytes and
@@ -38,7 +38,7 @@ def {name}({args}):
         for s in range(STAGES):
             ptx.mbarrier_init(bars + 8 * s, 1)
             ptx.mbarrier_init(bars + 8 * (STAGES + s), CONSUMERS * CLUSTER)
-        ptx.fence_proxy_async_shared()
+{init_out}        ptx.fence_proxy_async_shared()
         if CLUSTER > 1:
             ptx.fence_mbarrier_init()
     if CLUSTER > 1:
@@ -62,7 +62,7 @@ def {name}({args}):
                     if stage == STAGES:
                         stage = 0
                         phase ^= 1
-    else:                                             # consumer warpgroups
+{storer}    else:                                             # consumer warpgroups
         warpgroup.increase_registers(CONSUMER_REGS)
         acc = rt_fl(16, ACC_COLS)
         stage = 0
@@ -84,10 +84,19 @@ def {name}({args}):
             warpgroup.mma_async_wait(acc, 0)
             if tid % 128 == 0:
                 release(bars + 8 * (STAGES + last))
-            finish(g, smem, acc, task)
-        teardown(g, smem)
+{finish}        teardown(g, smem)
     if CLUSTER > 1:
         ptx.cluster_sync()                            # no CTA leaves while a peer may still write to it
+
+
+@func
+def out_full(bars, o):
+    return bars + 8 * (2 * STAGES + o)
+
+
+@func
+def out_empty(bars, o):
+    return bars + 8 * (2 * STAGES + OUT_STAGES + o)
 
 
 @func
@@ -106,18 +115,81 @@ def _nothing(g, smem):
     pass
 
 
+_LCF_FINISH = """\
+            finish(g, smem, acc, task)
+"""
+
+_LCSF_INIT = """\
+        for o in range(OUT_STAGES):
+            ptx.mbarrier_init(out_full(bars, o), CONSUMERS)
+            ptx.mbarrier_init(out_empty(bars, o), 1)
+"""
+
+_LCSF_STORER = """\
+        elif tid % 128 == 32:                         # the storer: one thread of the producer's second warp
+            ostage = 0
+            ophase = 0
+            for task in range(first, ntasks, step):
+                ptx.mbarrier_wait_parity(out_full(bars, ostage), ophase)           # the consumers wrote it
+                store(g, smem, ostage, task)
+                ptx.bulk_commit_group()
+                ptx.bulk_wait_group_read(0)                                          # TMA has read it out
+                ptx.mbarrier_arrive(out_empty(bars, ostage))
+                ostage += 1
+                if ostage == OUT_STAGES:
+                    ostage = 0
+                    ophase ^= 1
+            ptx.bulk_wait_group(0)
+"""
+
+_LCSF_FINISH = """\
+            ptx.mbarrier_wait_parity(out_empty(bars, ostage), ophase ^ 1)          # the output stage is free
+            finish(g, smem, acc, task, ostage)
+            ptx.fence_proxy_async_shared()                # ordinary stores, then TMA reads: cross the proxy
+            warpgroup.sync(1 + tid // 128)
+            if tid % 128 == 0:
+                ptx.mbarrier_arrive(out_full(bars, ostage))
+            ostage += 1
+            if ostage == OUT_STAGES:
+                ostage = 0
+                ophase ^= 1
+"""
+
+
 def lcf(*, name, args, tasks, iters, load, compute, finish, stages, stage_bytes, bar_offset, acc_cols,
-        consumers=2, producer_regs=40, consumer_regs=232, cluster=1, teardown=_nothing):
+        consumers=2, producer_regs=40, consumer_regs=232, cluster=1, teardown=_nothing, store=None,
+        out_stages=0):
     """Build an LCF kernel (see the module doc). `args`: the kernel's parameter names; `bar_offset`: where in
     dynamic shared memory the template may put its 2*stages mbarriers (8 bytes each). With `cluster` > 1 the
     blocks of a cluster (launch with cluster=(n, 1, 1)) share each task and may multicast loads to each other:
-    a stage is free only when the consumers of every CTA in the cluster are done with it."""
-    ns = dict(cuda=cuda, ptx=ptx, warpgroup=warpgroup, dynamic_shared=dynamic_shared, rt_fl=rt_fl, func=func,
+    a stage is free only when the consumers of every CTA in the cluster are done with it.
+    With `store` and `out_stages` it is LCSF (see lcsf)."""
+    lcsf_mode = out_stages > 0
+    ns = dict(store=store, OUT_STAGES=out_stages, cuda=cuda, ptx=ptx, warpgroup=warpgroup, dynamic_shared=dynamic_shared, rt_fl=rt_fl, func=func,
               CLUSTER=cluster,
               tasks=tasks, iters=iters, load=load, compute=compute, finish=finish, teardown=teardown, STAGES=stages,
               STAGE_BYTES=stage_bytes, BAR_OFFSET=bar_offset, ACC_COLS=acc_cols, CONSUMERS=consumers,
               PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs)
-    exec(_SOURCE.format(name=name, args=", ".join(args)), ns)
+    src = _SOURCE.format(name=name, args=", ".join(args), init_out=_LCSF_INIT if lcsf_mode else "",
+                         storer=_LCSF_STORER if lcsf_mode else "",
+                         finish=(_LCSF_FINISH if lcsf_mode else _LCF_FINISH))
+    if lcsf_mode:   # the consumers count output stages across tasks too
+        src = src.replace("        stage = 0\n        phase = 0\n        for task",
+                          "        stage = 0\n        phase = 0\n        ostage = 0\n        ophase = 0\n        for task")
+    exec(src, ns)
     fn = ns[name]
     fn.__module__ = __name__
     return _kernel(fn, threads=128 * (consumers + 1), min_blocks=1)
+
+
+def lcsf(*, out_stages, store, **kw):
+    """Load-compute-store-finish: LCF plus a ring of `out_stages` output tiles in shared memory. A consumer
+    warpgroup's finish(g, smem, acc, task, ostage) writes its part of output stage `ostage` with ordinary stores
+    (the template fences and signals); one storer thread of the producer warpgroup then runs
+    store(g, smem, ostage, task), which issues TMA stores from that stage, and frees it once TMA has read it. The
+    consumers go straight on to the next task. `bar_offset` must leave room for 2*(stages + out_stages) mbarriers."""
+    if out_stages < 1:
+        raise ValueError(f"lcsf: out_stages must be at least 1, got {out_stages}")
+    kw.setdefault("producer_regs", 56)     # the storer's state spills at 40 (seen in the SASS)
+    kw.setdefault("consumer_regs", 224)    # 56 * 128 + 224 * 256 = 168 * 384: what the block started with
+    return lcf(out_stages=out_stages, store=store, **kw)
