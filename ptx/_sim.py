@@ -98,3 +98,24 @@ class NamedBarrier:
 
 def named_barrier(bar_id):
     return block_state(("bar", int(bar_id)), NamedBarrier)
+
+
+def _calm_block_manager():
+    """numba's simulator BlockManager.run busy-polls its block's threads, holding the GIL for a whole switch
+    interval each time it gets it; with 32+ simulated lanes meeting at warp collectives a launch then takes
+    10-50x longer from one run to the next. Its poll loop rebuilds the live-thread set with `set(...)` once per
+    round: a module-level `set` that first sleeps 0.1 ms lets the lanes run. Same semantics, steady times."""
+    import builtins
+    import time
+    from numba.cuda.simulator import kernel as sim_kernel
+
+    def set(*args):  # noqa: A001  (shadows builtins.set in that module only)
+        time.sleep(1e-4)
+        return builtins.set(*args)
+
+    if "set" not in vars(sim_kernel):
+        sim_kernel.set = set
+
+
+if SIM:
+    _calm_block_manager()

@@ -4,34 +4,13 @@ Every run draws new inputs (the generator is seeded from os.urandom; the seed is
 replayed with TKN_TEST_SEED=<seed>), outputs start as NaN (f32) or 0xFFFF (uint16 bits, a bf16/f16 NaN), and
 no comparison here lets a NaN pass.
 """
-import builtins
 import os
-import time
 
 import numpy as np
 from numba import cuda
 
-from tkn.ptx import SIM, bf16_bits, bf16_float
+from tkn.ptx import bf16_bits, bf16_float
 
-
-def _calm_simulator_poll():
-    """numba's simulator BlockManager.run busy-polls its block's threads while they run, holding the GIL for a
-    whole switch interval each time it gets it. With 32+ simulated threads that meet at warp collectives the
-    launch time then swings 10-50x from run to run (a reduction kernel: 3 s or 150 s). Its poll loop rebuilds
-    the live-thread set with `set(...)` once per round: a module-level `set` that first sleeps 0.1 ms lets the
-    lanes run. Same semantics, launch times steady."""
-    from numba.cuda.simulator import kernel as sim_kernel
-
-    def set(*args):  # noqa: A001  (shadows builtins.set in that module only)
-        time.sleep(1e-4)
-        return builtins.set(*args)
-
-    if "set" not in vars(sim_kernel):
-        sim_kernel.set = set
-
-
-if SIM:
-    _calm_simulator_poll()
 
 POISON_U16 = 0xFFFF
 

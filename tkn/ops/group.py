@@ -32,6 +32,21 @@ def _chunks(st):
 
 
 @op
+def _copy_chunk(dst, src, coord, o, r, c):
+    """One 16-byte chunk, element by element: global (r, c...) -> shared dst[o...]; zero past the edges."""
+    es = ELSIZE[dst.kind]
+    per = 16 // es
+
+    def impl(dst, src, coord, o, r, c):
+        for e in range(per):
+            if es == 2:
+                dst[o + e] = gl_bits(src, coord, r, c + e)
+            else:
+                dst[o + e] = gl_get(src, coord, r, c + e)
+    return impl
+
+
+@op
 def load(dst, src, coord, warps=1):
     """Shared tile dst <- the tile of global src at tile coordinate coord ((b, d, r, c) or (r, c));
     synchronous: out-of-bounds elements read as zero. All 32*warps threads of the group must call it."""
@@ -46,12 +61,7 @@ def load(dst, src, coord, warps=1):
         for k in range(rank(), nchunks, n):
             r = k // cpr
             c = (k % cpr) * per
-            o = st_offset(R, swz, es, r, c)
-            for e in range(per):
-                if es == 2:
-                    dst[o + e] = gl_bits(src, coord, r0 + r, c0 + c + e)
-                else:
-                    dst[o + e] = gl_get(src, coord, r0 + r, c0 + c + e)
+            _copy_chunk(dst, src, coord, st_offset(R, swz, es, r, c), r0 + r, c0 + c)
     return impl
 
 
@@ -68,10 +78,17 @@ def load_async(dst, src, coord, warps=1):
         r0 = coord[-2] * R
         c0 = coord[-1] * C
         rows, cols = gl_rows_cols(src)
+        # cp.async moves aligned 16-byte chunks: a global whose rows are not 16-byte aligned is copied
+        # synchronously instead (same result, no fault)
+        aligned = (gl_address(src, coord, 0, 0) & 15) == 0 and (src.strides[-2] & 15) == 0
         for k in range(rank(), nchunks, n):
             r = k // cpr
             c = (k % cpr) * per
-            saddr = ptx.shared_address(dst, st_offset(R, swz, es, r, c))
+            o = st_offset(R, swz, es, r, c)
+            if not aligned:
+                _copy_chunk(dst, src, coord, o, r0 + r, c0 + c)
+                continue
+            saddr = ptx.shared_address(dst, o)
             valid = min(max(cols - (c0 + c), 0), per) if r0 + r < rows else 0
             if valid > 0:
                 ptx.cp_async_16_zfill(saddr, gl_address(src, coord, r0 + r, c0 + c), valid * es)

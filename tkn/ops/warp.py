@@ -526,8 +526,13 @@ def _rt_to_gl(dst, src):
         return ptx.laneid(), coord[-2] * R, coord[-1] * C, rows, cols, wide
 
     @func
-    def body(dst, src, coord, s, i, j, p):
+    def body(dst, src, coord, s, i, j):
         lane, r0, c0, rows, cols, wide = s
+        for p in range(4):   # small and constant: LLVM unrolls it; i and j come unrolled from Python
+            store_pair(dst, src, coord, lane, r0, c0, rows, cols, wide, i, j, p)
+
+    @func
+    def store_pair(dst, src, coord, lane, r0, c0, rows, cols, wide, i, j, p):
         ra = r0 + 16 * i + pair_row(row_layout, lane, p, 0)
         ca = c0 + 16 * j + pair_col(row_layout, lane, p, 0)
         rb = r0 + 16 * i + pair_row(row_layout, lane, p, 1)
@@ -548,7 +553,7 @@ def _rt_to_gl(dst, src):
             gl_put(dst, coord, ra, ca, x)
             gl_put(dst, coord, rb, cb, y)
 
-    u = unrolled("store_rt", ("dst", "src", "coord"), setup, body, (R // 16, C // 16, 4))
+    u = unrolled("store_rt", ("dst", "src", "coord"), setup, body, (R // 16, C // 16))
     return lambda dst, src, coord=None: u(dst, src, coord)
 
 
