@@ -11,7 +11,6 @@ import os
 import tkn
 from tkn import ptx, tma
 from tkn.ops import warpgroup as wg
-from tkn.ops import tma as tma_ops
 from tkn.templates import lcf
 
 BM, BN, BK = 128, 256, 64
@@ -62,13 +61,13 @@ def _make(transpose_b, cluster):
     @tkn.func
     def load(g, buf, stage, task, it, bar):
         row, col = tile(g, task)
-        tma_ops.load_async(tkn.st_bf(buf, A_OFF + stage * A_BYTES, BM, BK), g[3], (row, it), bar)
+        tma.load_async(tkn.st_bf(buf, A_OFF + stage * A_BYTES, BM, BK), g[3], (row, it), bar)
         b = tkn.st_bf(buf, B_OFF + stage * B_BYTES, b_rows, b_cols)
         bc = (col, it) if transpose_b else (it, col)
         if cluster > 1:
-            tma_ops.load_async_multicast(b, g[4], bc, bar, mask, ptx.cluster_ctarank(), cluster)
+            tma.load_async_multicast(b, g[4], bc, bar, mask, ptx.cluster_ctarank(), cluster)
         else:
-            tma_ops.load_async(b, g[4], bc, bar)
+            tma.load_async(b, g[4], bc, bar)
 
     @tkn.func
     def compute(g, buf, stage, acc, task, it):
@@ -85,14 +84,14 @@ def _make(transpose_b, cluster):
         w = wg.groupid()
         c = tkn.st_bf(buf, C_OFF + w * C_BYTES, WM, CW)
         if wg.laneid() == 0:
-            tma_ops.store_async_read_wait(0)           # the last store from c has been read out
+            tma.store_async_read_wait(0)           # the last store from c has been read out
         wg.sync(1 + w)
         wg.store_cols(c, acc, half)                    # f32 -> bf16, stmatrix into the swizzled tile
-        tma_ops.fence_proxy_async()
+        tma.fence_proxy_async()
         wg.sync(1 + w)
         if wg.laneid() == 0:
-            tma_ops.store_async(g[5], c, (2 * row + w, 2 * col + half))   # clipped at the edges by TMA
-            tma_ops.store_commit()
+            tma.store_async(g[5], c, (2 * row + w, 2 * col + half))   # clipped at the edges by TMA
+            tma.store_commit()
 
     @tkn.func
     def finish(g, buf, acc, task):
@@ -104,7 +103,7 @@ def _make(transpose_b, cluster):
     @tkn.func
     def teardown(g, buf):
         if wg.laneid() == 0:
-            tma_ops.store_async_wait(0)                # shared memory must outlive the last store
+            tma.store_async_wait(0)                # shared memory must outlive the last store
 
     name = ("gemm_abt" if transpose_b else "gemm_ab") + (f"_c{cluster}" if cluster > 1 else "")
     return lcf(name=name, args=("c", "a", "b", "tma_a", "tma_b", "tma_c"), tasks=tasks, iters=iters, load=load,

@@ -13,7 +13,8 @@ from . import ptx  # noqa: E402
 from .types import (ROW, COL, ORTHO, ALIGN, rt_bf, rt_hf, rt_fl, rv_fl, col_vec, row_vec,  # noqa: E402
                     st_bf, st_hf, st_fl, sv_bf, sv_fl, SharedLayout, st_bytes, dynamic_shared, swizzle_bytes, gl)
 from .jit import kernel, func  # noqa: E402
-from .ops import warp, group  # noqa: E402
+from .ops import warp, group, warpgroup  # noqa: E402
+from . import tma  # noqa: E402  (host tensormaps and the device TMA ops)
 from .ops.warp import (zero, one, neg_infty, pos_infty, fill, exp, exp2, log, abs_, relu, neg, copy,  # noqa: E402
                        add, sub, mul, div, max_, min_, add_row, sub_row, mul_row, div_row, add_col, sub_col,
                        mul_col, div_col, row_max, row_min, row_sum, col_max, col_min, col_sum, tril, triu,

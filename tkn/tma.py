@@ -142,3 +142,9 @@ def st_byte_offset(r, c, rows, cols, elsize):
     r, c = np.asarray(r, np.int64), np.asarray(c, np.int64)
     o = (c // w) * rows * s + r * s + (c % w) * elsize
     return o ^ (((o >> 7) & (s // 16 - 1)) << 4)
+
+
+# The device side, so kernels write tkn.tma.load_async(...) as TK writes tma::load_async(...).
+from tkn.ops.tma import (load_async, load_async_multicast, store_async, store_add_async, store_commit,  # noqa: E402,F401
+                         store_async_read_wait, store_async_wait, expect_bytes, tile_bytes, fence_proxy_async,
+                         prefetch_tensormap, init_semaphore, arrive, wait)
