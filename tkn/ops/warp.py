@@ -647,6 +647,19 @@ def _st_reg(src, i, j, p, convert, st_bf16):
     return lambda src, i, j, p, convert, st_bf16: src[i, j, p]
 
 
+@func
+def _stmatrix_base(addr, src, i, j, row_layout, convert, st_bf16):
+    """Base tile (i, j) of src into the 16x16 shared block whose lane row addresses start at addr."""
+    v0 = _st_reg(src, i, j, 0, convert, st_bf16)
+    v1 = _st_reg(src, i, j, 1, convert, st_bf16)
+    v2 = _st_reg(src, i, j, 2, convert, st_bf16)
+    v3 = _st_reg(src, i, j, 3, convert, st_bf16)
+    if row_layout:
+        ptx.stmatrix_x4(addr, v0, v1, v2, v3)
+    else:
+        ptx.stmatrix_x4_trans(addr, v0, v1, v2, v3)
+
+
 def _rt_to_st(dst, src):
     R, swz, es = dst.rows, dst.swizzle, ELSIZE[dst.kind]
     row_layout = src.rt_layout == "row"
@@ -673,14 +686,7 @@ def _rt_to_st(dst, src):
             for j in range(src.shape[1]):
                 addr = ptx.shared_address(dst, st_offset(R, swz, es, r0 + 16 * i + _x4_row(row_layout, lane),
                                                          c0 + 16 * j + _x4_col(row_layout, lane)))
-                v0 = _st_reg(src, i, j, 0, convert, st_bf16)
-                v1 = _st_reg(src, i, j, 1, convert, st_bf16)
-                v2 = _st_reg(src, i, j, 2, convert, st_bf16)
-                v3 = _st_reg(src, i, j, 3, convert, st_bf16)
-                if row_layout:
-                    ptx.stmatrix_x4(addr, v0, v1, v2, v3)
-                else:
-                    ptx.stmatrix_x4_trans(addr, v0, v1, v2, v3)
+                _stmatrix_base(addr, src, i, j, row_layout, convert, st_bf16)
     return impl
 
 
@@ -704,9 +710,7 @@ def store_cols(dst, src, row_tile, col_block):
             for j in range(W):
                 addr = ptx.shared_address(dst, st_offset(R, swz, es, r0 + 16 * i + _x4_row(True, lane),
                                                          16 * j + _x4_col(True, lane)))
-                jj = col_block * W + j
-                ptx.stmatrix_x4(addr, _st_reg(src, i, jj, 0, convert, st_bf16), _st_reg(src, i, jj, 1, convert, st_bf16),
-                                _st_reg(src, i, jj, 2, convert, st_bf16), _st_reg(src, i, jj, 3, convert, st_bf16))
+                _stmatrix_base(addr, src, i, col_block * W + j, True, convert, st_bf16)
     return impl
 
 
