@@ -298,6 +298,20 @@ def _wgmma_asm(n, ab, ptx_tail, kind_scale, scale_imm, in_kinds):
     return ptx, kinds, tied
 
 
+def _emit(context, builder, sig, args, ptx, kinds, tied, k, kind_scale, operands):
+    """The wgmma asm after its A/B operands: the scale-d register if run-time, then the k accumulators read
+    from and written back to `acc` (args[0]) with constant offsets, so they stay in registers."""
+    ptrs = _acc_ptrs(context, builder, sig.args[0], args[0], k)
+    vals = list(operands)
+    if kind_scale == "reg":
+        vals.append(context.cast(builder, args[4], sig.args[4], types.uint32))
+    vals += [builder.load(p) for p in ptrs]
+    res = call_asm(builder, ptx, ["f32"] * k, kinds, vals, tied, memory=True, volatile=True, convergent=True)
+    for p, r in zip(ptrs, res):
+        builder.store(r, p)
+    return context.get_dummy_value()
+
+
 def _make_ss(ab):
     name = f"wgmma_ss_{ab}"
 
@@ -314,17 +328,9 @@ def _make_ss(ab):
         sig = types.none(acc, n, desc_a, desc_b, scale_d, tnsp_a, tnsp_b)
 
         def codegen(context, builder, sig, args):
-            ptrs = _acc_ptrs(context, builder, sig.args[0], args[0], k)
             vals = [context.cast(builder, args[2], sig.args[2], types.uint64),
                     context.cast(builder, args[3], sig.args[3], types.uint64)]
-            if kind_scale == "reg":
-                vals.append(context.cast(builder, args[4], sig.args[4], types.uint32))
-            vals += [builder.load(p) for p in ptrs]
-            res = call_asm(builder, ptx, ["f32"] * k, kinds, vals, tied, memory=True, volatile=True,
-                           convergent=True)
-            for p, r in zip(ptrs, res):
-                builder.store(r, p)
-            return context.get_dummy_value()
+            return _emit(context, builder, sig, args, ptx, kinds, tied, k, kind_scale, vals)
 
         return sig, codegen
 
@@ -352,18 +358,9 @@ def _make_rs(ab):
         sig = types.none(acc, n, a_regs, desc_b, scale_d, tnsp_b)
 
         def codegen(context, builder, sig, args):
-            ptrs = _acc_ptrs(context, builder, sig.args[0], args[0], k)
-            aptrs = _acc_ptrs(context, builder, sig.args[2], args[2], 4)
-            vals = [builder.load(p) for p in aptrs]
+            vals = [builder.load(p) for p in _acc_ptrs(context, builder, sig.args[2], args[2], 4)]
             vals.append(context.cast(builder, args[3], sig.args[3], types.uint64))
-            if kind_scale == "reg":
-                vals.append(context.cast(builder, args[4], sig.args[4], types.uint32))
-            vals += [builder.load(p) for p in ptrs]
-            res = call_asm(builder, ptx, ["f32"] * k, kinds, vals, tied, memory=True, volatile=True,
-                           convergent=True)
-            for p, r in zip(ptrs, res):
-                builder.store(r, p)
-            return context.get_dummy_value()
+            return _emit(context, builder, sig, args, ptx, kinds, tied, k, kind_scale, vals)
 
         return sig, codegen
 

@@ -16,19 +16,27 @@ def _check_st_gl(name, st, g, st_arg, gl_arg):
     expect(str(g.dtype) == want, name, gl_arg, f"a {want} array for a {st.kind} tile", str(g.dtype))
 
 
-def _group_rank(warps):
-    n = 32 * warps
-
-    @func
-    def rank():
-        return ptx.thread_rank() % n
-    return rank, n
-
-
-def _chunks(st):
+def _plan(name, st, g, st_arg, gl_arg, warps):
+    """Check a shared/global copy and cut the tile into 16-byte chunks. Returns (first, step, nchunks, chunk):
+    thread first() of the group takes chunks first(), first() + step, ...; chunk(k) -> (row, col, element
+    offset in the swizzled st) of chunk k."""
+    _check_st_gl(name, st, g, st_arg, gl_arg)
+    step = 32 * getattr(warps, "literal_value", getattr(warps, "value", warps))
     es = ELSIZE[st.kind]
     per = 16 // es                    # elements per 16-byte chunk
-    return es, per, st.cols // per, st.rows * st.cols // per
+    cpr, nchunks = st.cols // per, st.rows * st.cols // per
+    R, swz = st.rows, st.swizzle
+
+    @func
+    def first():
+        return ptx.thread_rank() % step
+
+    @func
+    def chunk(k):
+        r = k // cpr
+        c = (k % cpr) * per
+        return r, c, st_offset(R, swz, es, r, c)
+    return first, step, nchunks, chunk
 
 
 @op
@@ -50,18 +58,15 @@ def _copy_chunk(dst, src, coord, o, r, c):
 def load(dst, src, coord, warps=1):
     """Shared tile dst <- the tile of global src at tile coordinate coord ((b, d, r, c) or (r, c));
     synchronous: out-of-bounds elements read as zero. All 32*warps threads of the group must call it."""
-    _check_st_gl("group.load", dst, src, "dst", "src")
-    rank, n = _group_rank(getattr(warps, "literal_value", getattr(warps, "value", warps)))
-    es, per, cpr, nchunks = _chunks(dst)
-    R, C, swz = dst.rows, dst.cols, dst.swizzle
+    first, step, nchunks, chunk = _plan("group.load", dst, src, "dst", "src", warps)
+    R, C = dst.rows, dst.cols
 
     def impl(dst, src, coord, warps=1):
         r0 = coord[-2] * R
         c0 = coord[-1] * C
-        for k in range(rank(), nchunks, n):
-            r = k // cpr
-            c = (k % cpr) * per
-            _copy_chunk(dst, src, coord, st_offset(R, swz, es, r, c), r0 + r, c0 + c)
+        for k in range(first(), nchunks, step):
+            r, c, o = chunk(k)
+            _copy_chunk(dst, src, coord, o, r0 + r, c0 + c)
     return impl
 
 
@@ -69,10 +74,9 @@ def load(dst, src, coord, warps=1):
 def load_async(dst, src, coord, warps=1):
     """Like load, but with cp.async (16 B per thread per chunk, zero-filled past the edges); completes at
     load_async_wait. All 32*warps threads of the group must call it."""
-    _check_st_gl("group.load_async", dst, src, "dst", "src")
-    rank, n = _group_rank(getattr(warps, "literal_value", getattr(warps, "value", warps)))
-    es, per, cpr, nchunks = _chunks(dst)
-    R, C, swz = dst.rows, dst.cols, dst.swizzle
+    first, step, nchunks, chunk = _plan("group.load_async", dst, src, "dst", "src", warps)
+    R, C, es = dst.rows, dst.cols, ELSIZE[dst.kind]
+    per = 16 // es
 
     def impl(dst, src, coord, warps=1):
         r0 = coord[-2] * R
@@ -81,10 +85,8 @@ def load_async(dst, src, coord, warps=1):
         # cp.async moves aligned 16-byte chunks: a global whose rows are not 16-byte aligned is copied
         # synchronously instead (same result, no fault)
         aligned = (gl_address(src, coord, 0, 0) & 15) == 0 and (src.strides[-2] & 15) == 0
-        for k in range(rank(), nchunks, n):
-            r = k // cpr
-            c = (k % cpr) * per
-            o = st_offset(R, swz, es, r, c)
+        for k in range(first(), nchunks, step):
+            r, c, o = chunk(k)
             if not aligned:
                 _copy_chunk(dst, src, coord, o, r0 + r, c0 + c)
                 continue
@@ -101,18 +103,14 @@ def load_async(dst, src, coord, warps=1):
 @op
 def store(dst, src, coord, warps=1):
     """Global dst (tile at coord) <- shared tile src; elements past the edges are not written."""
-    _check_st_gl("group.store", src, dst, "src", "dst")
-    rank, n = _group_rank(getattr(warps, "literal_value", getattr(warps, "value", warps)))
-    es, per, cpr, nchunks = _chunks(src)
-    R, C, swz = src.rows, src.cols, src.swizzle
+    first, step, nchunks, chunk = _plan("group.store", src, dst, "src", "dst", warps)
+    R, C, per = src.rows, src.cols, 16 // ELSIZE[src.kind]
 
     def impl(dst, src, coord, warps=1):
         r0 = coord[-2] * R
         c0 = coord[-1] * C
-        for k in range(rank(), nchunks, n):
-            r = k // cpr
-            c = (k % cpr) * per
-            o = st_offset(R, swz, es, r, c)
+        for k in range(first(), nchunks, step):
+            r, c, o = chunk(k)
             for e in range(per):
                 gl_put(dst, coord, r0 + r, c0 + c + e, src[o + e])
     return impl
