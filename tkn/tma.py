@@ -11,6 +11,7 @@ import numpy as np
 
 from tkn.ptx import SIM
 from tkn.ptx.tma import sim_encode_tensormap
+from tkn.ptx.wgmma import st_swizzle_bytes
 from tkn.ptx._asm import sim_address
 
 _ELEMS = {"bf16": ("bf16", 2), "bfloat16": ("bf16", 2), "f16": ("f16", 2), "float16": ("f16", 2),
@@ -120,9 +121,7 @@ with swizzle S; box i lands at byte smem_offsets[i] of the tile and starts col_o
 tile's first column (so its c0 coordinate is tile_col0 + col_offsets[i])."""
 
 
-def st_swizzle(cols, elsize):
-    b = cols * elsize
-    return 128 if b % 128 == 0 else 64 if b % 64 == 0 else 32
+st_swizzle = st_swizzle_bytes     # the one rule for an st's swizzle width (ptx/wgmma.py)
 
 
 def st_boxes(rows, cols, elsize):

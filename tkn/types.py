@@ -11,6 +11,7 @@ from numba.cuda.datamodel import default_manager
 from numba.cuda.extending import intrinsic, register_model
 
 from tkn.ptx import SIM
+from tkn.ptx.wgmma import st_swizzle_bytes
 from tkn.ptx._asm import sim_address
 from tkn._op import op, expect
 
@@ -60,10 +61,9 @@ _POISON = {np.dtype(np.float32): np.float32(np.nan), np.dtype(np.uint32): np.uin
 def swizzle_bytes(kind, cols):
     """The st swizzle width for a row of `cols` elements of `kind`: 128, 64 or 32 bytes."""
     row = cols * ELSIZE[kind]
-    for s in (128, 64, 32):
-        if row % s == 0:
-            return s
-    raise ValueError(f"st: a row of {cols} {kind} ({row} B) is not a multiple of 32 bytes")
+    if row % 32:
+        raise ValueError(f"st: a row of {cols} {kind} ({row} B) is not a multiple of 32 bytes")
+    return st_swizzle_bytes(cols, ELSIZE[kind])
 
 
 def _check_dims(what, rows, cols):
