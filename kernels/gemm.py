@@ -5,6 +5,7 @@ LCF template: one producer warpgroup streams 128 x 64 tiles of A and 64 x 256 (o
 m64n256k16, 128 f32 accumulators per thread) and send it out in two 64 x 128 halves through a staging tile and
 TMA stores, which run on while the next task's wgmmas start.
 Persistent: ~one block per SM walks the tiles in L2-friendly groups of GROUP_M tile-rows.
+Problems too small to fill half the SMs with 128 x 256 tiles use 128 x 128 tiles (m64n128k16, 6 stages).
 """
 import os
 
@@ -13,28 +14,39 @@ from tkn import ptx, tma
 from tkn.ops import warpgroup as wg
 from tkn.templates import lcf
 
-BM, BN, BK = 128, 256, 64
+BM, BK = 128, 64
 WM = BM // 2                                          # rows per consumer warpgroup
-STAGES = 4
 GROUP_M = 16
 
-smem = tkn.SharedLayout()
-A_OFF = smem.st("bf16", BM, BK, count=STAGES)
-B_OFF = smem.st("bf16", BK, BN, count=STAGES)
-CW = BN // 2                                           # the accumulator leaves in two 64 x 128 halves
-C_OFF = smem.st("bf16", BM // 2, CW, count=2)          # through one staging tile per consumer warpgroup
-BAR_OFF = smem.alloc(8 * 2 * STAGES, align=8)
-A_BYTES, B_BYTES = tkn.st_bytes("bf16", BM, BK), tkn.st_bytes("bf16", BK, BN)
-HALF_A = tkn.st_bytes("bf16", BM // 2, BK)             # a consumer's 64-row half of the A tile
-C_BYTES = tkn.st_bytes("bf16", BM // 2, CW)
+
+class Tiles:
+    """One tile configuration: BM x bn output tiles, `stages` input stages, and the shared memory they need.
+    Wide (bn=256) for big problems; narrow (bn=128) when wide tiles would leave most SMs idle."""
+
+    def __init__(self, bn, stages):
+        self.bn, self.stages = bn, stages
+        self.smem = s = tkn.SharedLayout()
+        self.a_off = s.st("bf16", BM, BK, count=stages)
+        self.b_off = s.st("bf16", BK, bn, count=stages)
+        self.c_off = s.st("bf16", WM, bn // 2, count=2)   # the accumulator leaves in two 64 x bn/2 halves,
+        self.bar_off = s.alloc(8 * 2 * stages, align=8)   # through one staging tile per consumer warpgroup
+        self.a_bytes, self.b_bytes = tkn.st_bytes("bf16", BM, BK), tkn.st_bytes("bf16", BK, bn)
+        self.c_bytes = tkn.st_bytes("bf16", WM, bn // 2)
 
 
-def _make(transpose_b, cluster):
-    """The A @ B (or A @ B^T) kernel for clusters of `cluster` CTAs stacked along M: they share each B tile,
-    each CTA loading 1/cluster of it and multicasting it to all (less L2 traffic per FLOP)."""
+WIDE, NARROW = Tiles(256, 4), Tiles(128, 6)
+
+
+def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M):
+    """The A @ B (or A @ B^T) kernel with tiles `t`, for clusters of `cluster` CTAs stacked along M: they share
+    each B tile, each CTA loading 1/cluster of it and multicasting it to all (less L2 traffic per FLOP)."""
+    BN, STAGES = t.bn, t.stages
+    A_OFF, B_OFF, C_OFF, A_BYTES, B_BYTES, C_BYTES = t.a_off, t.b_off, t.c_off, t.a_bytes, t.b_bytes, t.c_bytes
+    HALF_A = A_BYTES // 2                              # a consumer's 64-row half of the A tile
+    CW = BN // 2
     b_rows, b_cols = (BN, BK) if transpose_b else (BK, BN)
     mask = (1 << cluster) - 1
-    group = GROUP_M // cluster
+    group = group_m // cluster
 
     @tkn.func
     def tasks(g):
@@ -48,7 +60,7 @@ def _make(transpose_b, cluster):
     @tkn.func
     def tile(g, task):
         """(tile row, tile col) of this CTA's part of a task. Tasks run column-major within groups of
-        GROUP_M tile rows, so the blocks running at once share A rows and B columns in L2."""
+        group_m tile rows, so the blocks running at once share A rows and B columns in L2."""
         c = g[0]
         rows = (c.shape[0] + BM * cluster - 1) // (BM * cluster)
         cols = (c.shape[1] + BN - 1) // BN
@@ -105,17 +117,21 @@ def _make(transpose_b, cluster):
         if wg.laneid() == 0:
             tma.store_async_wait(0)                # shared memory must outlive the last store
 
-    name = ("gemm_abt" if transpose_b else "gemm_ab") + (f"_c{cluster}" if cluster > 1 else "")
+    name = ("gemm_abt" if transpose_b else "gemm_ab") + (f"_c{cluster}" if cluster > 1 else "") + (
+        "" if BN == 256 else f"_n{BN}")
     return lcf(name=name, args=("c", "a", "b", "tma_a", "tma_b", "tma_c"), tasks=tasks, iters=iters, load=load,
-               compute=compute, finish=finish, teardown=teardown, stages=STAGES, stage_bytes=A_BYTES + B_BYTES, bar_offset=BAR_OFF,
-               acc_cols=BN, cluster=cluster, producer_regs=56, consumer_regs=224)
+               compute=compute, finish=finish, teardown=teardown, stages=STAGES, stage_bytes=A_BYTES + B_BYTES,
+               bar_offset=t.bar_off, acc_cols=BN, cluster=cluster, producer_regs=56, consumer_regs=224)
 
 
 gemm_ab = _make(False, 1)
 gemm_abt = _make(True, 1)
 gemm_ab_c2 = _make(False, 2)
 gemm_abt_c2 = _make(True, 2)
-_KERNELS = {(False, 1): gemm_ab, (True, 1): gemm_abt, (False, 2): gemm_ab_c2, (True, 2): gemm_abt_c2}
+gemm_ab_n128 = _make(False, 1, NARROW)
+gemm_abt_n128 = _make(True, 1, NARROW)
+_KERNELS = {(False, 1, WIDE): gemm_ab, (True, 1, WIDE): gemm_abt, (False, 2, WIDE): gemm_ab_c2,
+            (True, 2, WIDE): gemm_abt_c2, (False, 1, NARROW): gemm_ab_n128, (True, 1, NARROW): gemm_abt_n128}
 
 
 # ------------------------------------------------------------------------------------------------ host side
@@ -137,24 +153,35 @@ def _signature():
 CLUSTER = 1 if SIM else int(os.environ.get("TKN_GEMM_CLUSTER", "1"))
 
 
-def _launcher(transpose_b):
-    k = _kernels.get((transpose_b, CLUSTER))
+def _tiles(M, N, sms):
+    """Wide tiles unless they would fill fewer than half the SMs (1024 x 1024: 32 wide tiles, 64 narrow)."""
+    return WIDE if -(-M // BM) * -(-N // WIDE.bn) >= sms // 2 else NARROW
+
+
+def _cluster(t):
+    return CLUSTER if t is WIDE else 1
+
+
+def _launcher(transpose_b, t):
+    cl = _cluster(t)
+    k = _kernels.get((transpose_b, cl, t))
     if k is None:
         from tkn.launch import Kernel
-        k = _kernels[transpose_b, CLUSTER] = Kernel(_KERNELS[transpose_b, CLUSTER], _signature(), block=384,
-                                                    smem=smem.launch_bytes,
-                                                    cluster=(CLUSTER, 1, 1) if CLUSTER > 1 else None)
+        k = _kernels[transpose_b, cl, t] = Kernel(_KERNELS[transpose_b, cl, t], _signature(), block=384,
+                                                  smem=t.smem.launch_bytes, cluster=(cl, 1, 1) if cl > 1 else None)
     return k
 
 
-def _b_box(transpose_b):
+def _b_box(transpose_b, t):
     """TMA box of B: one swizzle-wide column block of a row slice (the part one CTA of a cluster loads)."""
-    return (BN // CLUSTER, BK) if transpose_b else (BK // CLUSTER, 64)
+    cl = _cluster(t)
+    return (t.bn // cl, BK) if transpose_b else (BK // cl, 64)
 
 
-def _grid(M, N, sms):
-    tasks = -(-M // (BM * CLUSTER)) * -(-N // BN)
-    return CLUSTER * min(tasks, sms // CLUSTER)
+def _grid(M, N, sms, t):
+    cl = _cluster(t)
+    tasks = -(-M // (BM * cl)) * -(-N // t.bn)
+    return cl * min(tasks, sms // cl)
 
 
 def _tensormap(arr, box):
@@ -209,13 +236,15 @@ def _torch_plan(a, b):
     """Everything about a call that depends only on a's and b's addresses and layouts, for torch CUDA tensors."""
     import torch
     M, N, K, transpose_b = _check(a, b)
+    sms = torch.cuda.get_device_properties(a.device).multi_processor_count
+    t = _tiles(M, N, sms)
+    grid = _grid(M, N, sms, t)
     bop = b.T if transpose_b else b
     tms = [torch.from_numpy(tma.encode_tensormap("bfloat16", x.data_ptr(), tuple(x.shape),
                                                  tuple(2 * st for st in x.stride()), box, 128)).to(a.device)
-           for x, box in ((a, (BM, BK)), (bop, _b_box(transpose_b)))]
-    grid = _grid(M, N, torch.cuda.get_device_properties(a.device).multi_processor_count)
+           for x, box in ((a, (BM, BK)), (bop, _b_box(transpose_b, t)))]
     out = torch.empty((M, N), dtype=torch.bfloat16, device=a.device)
-    launch = _launcher(transpose_b).prepare(grid, out, a, bop, tms[0], tms[1], _out_tensormap(out))
+    launch = _launcher(transpose_b, t).prepare(grid, out, a, bop, tms[0], tms[1], _out_tensormap(out))
     launch.keep = (bop, tms)                       # the tensormaps must outlive the plan
     launch.last_out, launch.out_map = out.data_ptr(), _out_tensormap(out)
     return launch, launch.data_slot(0), launch.data_slot(5), torch.Size((M, N)), a.device.index
@@ -235,7 +264,7 @@ def _out_tensormap(out):
             _out_maps.clear()
         M, N = out.shape
         tm = _out_maps[key] = torch.from_numpy(tma.encode_tensormap("bfloat16", out.data_ptr(), (M, N), (2 * N, 2),
-                                                                    (BM // 2, 64), 128)).to(out.device)
+                                                                    (WM, 64), 128)).to(out.device)
     return tm
 
 
@@ -282,10 +311,12 @@ def _gemm_generic(a, b, out):
     da = interop.as_device_array(a, "a", dtype="bfloat16", ndim=2)
     db = interop.as_device_array(b.T if transpose_b else b, "b", dtype="bfloat16", ndim=2)
     dc = interop.as_device_array(out, "out", dtype="bfloat16", ndim=2)
+    sms = _num_sms()
+    t = _tiles(M, N, sms)
     tm_a = _tensormap(da, (BM, BK))
-    tm_b = _tensormap(db, _b_box(transpose_b))
-    tm_c = _tensormap(dc, (BM // 2, 64))
-    _launcher(transpose_b)(_grid(M, N, _num_sms()), dc, da, db, tm_a, tm_b, tm_c)
+    tm_b = _tensormap(db, _b_box(transpose_b, t))
+    tm_c = _tensormap(dc, (WM, 64))
+    _launcher(transpose_b, t)(_grid(M, N, sms, t), dc, da, db, tm_a, tm_b, tm_c)
     if dc is not out and not SIM and interop.array_info(out, "out").device == -1:
         interop.copy_back(dc, out)
     return interop.to_user(out, like=a)

@@ -28,8 +28,11 @@ def _run(M, N, K, transpose_b, rng):
     assert err < 1e-2, err
 
 
+@pytest.mark.parametrize("tiles", ["wide", "narrow"])
 @pytest.mark.parametrize("transpose_b", [False, True])
-def test_gemm_tile_and_ragged(transpose_b):
+def test_gemm_tile_and_ragged(transpose_b, tiles, monkeypatch):
+    t = G.WIDE if tiles == "wide" else G.NARROW
+    monkeypatch.setattr(G, "_tiles", lambda M, N, sms: t)
     rng = np.random.default_rng()
     if tkn.ptx.SIM:   # the emulator runs 384 Python threads a block: one full tile, one ragged problem
         shapes = [(128, 256, 64), (72 + 8 * int(rng.integers(0, 6)), 136, 80)]
@@ -52,7 +55,8 @@ def test_gemm_rejects_bad_input():
 
 
 @pytest.mark.sass
-@pytest.mark.parametrize("kernel", ["gemm_ab", "gemm_abt", "gemm_ab_c2", "gemm_abt_c2"])
+@pytest.mark.parametrize("kernel", ["gemm_ab", "gemm_abt", "gemm_ab_c2", "gemm_abt_c2", "gemm_ab_n128",
+                                    "gemm_abt_n128"])
 def test_gemm_sass(kernel):
     """The Hopper GEMM is what it claims: wgmma, TMA loads, register reallocation, and no local memory."""
     import tkn.sass
@@ -61,7 +65,7 @@ def test_gemm_sass(kernel):
     n = tkn.sass.count(s, "HGMMA", "UTMALDG", "USETMAXREG", "LDL", "STL")
     assert n["HGMMA"] >= 4 and n["UTMALDG"] >= 2 and n["USETMAXREG"] == 2, n
     assert n["LDL"] == 0 and n["STL"] == 0, n
-    assert "HGMMA.64x256x16.F32.BF16" in s
+    assert f"HGMMA.64x{128 if kernel.endswith('n128') else 256}x16.F32.BF16" in s
     for warning in ("C7504", "C7508", "C7510", "C7511", "C7514", "C7517", "C7519"):   # setmaxnreg dropped,
         assert warning not in info[0], info[0]                                       # wgmma serialized
 
@@ -69,7 +73,7 @@ def test_gemm_sass(kernel):
 @pytest.mark.gpu_only
 def test_gemm_torch_matches_cublas():
     torch = pytest.importorskip("torch")
-    for M, N, K in [(2048, 3072, 1024), (8192, 8192, 1024), (1000, 520, 136)]:
+    for M, N, K in [(2048, 3072, 1024), (8192, 8192, 1024), (1000, 520, 136), (1024, 1024, 1024)]:
         a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
         w = torch.randn(N, K, device="cuda", dtype=torch.bfloat16)
         for b in (w.T.contiguous(), w.T):                # a @ b and a @ w.T through the transposed view
