@@ -1,4 +1,7 @@
-"""Small runs of each kernel for compute-sanitizer (memcheck / racecheck / synccheck)."""
+"""Small runs of each kernel for compute-sanitizer (memcheck / racecheck / synccheck):
+    compute-sanitizer --tool racecheck python bench/sanitize.py
+Every GEMM tile configuration runs on a full-tile and a ragged problem, from numpy and from torch (two outputs
+in turn, so the launch plan's cached output pointer and store map are switched)."""
 import os
 import sys
 
@@ -10,12 +13,34 @@ import tkn  # noqa: E402
 from tkn.kernels import gemm  # noqa: E402
 from gemm_one_warp import run  # noqa: E402
 
+G = sys.modules["tkn.kernels.gemm"]
+bits, flt = tkn.ptx.bf16_bits, tkn.ptx.bf16_float
+
 err, _ = run(128, 128, 96)
 print("one-warp gemm err", err)
 rng = np.random.default_rng()
-for M, N, K, t in [(256, 512, 192, False), (200, 264, 136, True)]:
-    a = tkn.ptx.bf16_bits(rng.standard_normal((M, K)))
-    b = tkn.ptx.bf16_bits(rng.standard_normal((N, K))).T if t else tkn.ptx.bf16_bits(rng.standard_normal((K, N)))
-    out = gemm(a, b)
-    ref = tkn.ptx.bf16_float(a).astype(np.float64) @ tkn.ptx.bf16_float(np.ascontiguousarray(b)).astype(np.float64)
-    print("hopper gemm", M, N, K, t, np.linalg.norm(tkn.ptx.bf16_float(out) - ref) / np.linalg.norm(ref))
+worst = 0.0
+for tiles in [(256, 4, 2), (256, 4, 4), (128, 6, 2)]:
+    t = G.Tiles(*tiles)
+    G._tiles = lambda M, N, sms: t
+    for M, N, K, tr in [(256, 512, 192, False), (200, 264, 136, True)]:
+        a = bits(rng.standard_normal((M, K)))
+        b = bits(rng.standard_normal((N, K))).T if tr else bits(rng.standard_normal((K, N)))
+        ref = flt(a).astype(np.float64) @ flt(np.ascontiguousarray(b)).astype(np.float64)
+        e = np.linalg.norm(flt(gemm(a, b)) - ref) / np.linalg.norm(ref)
+        worst = max(worst, e)
+        print("hopper gemm (numpy)", t, M, N, K, "a@b.T" if tr else "a@b", f"{e:.1e}")
+        try:
+            import torch
+        except ImportError:
+            continue
+        ta = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16).cuda()
+        tb = torch.from_numpy(np.ascontiguousarray(b.T if tr else b).view(np.int16)).view(torch.bfloat16).cuda()
+        tb = tb.T if tr else tb
+        for out in [torch.empty(M, N, dtype=torch.bfloat16, device="cuda") for _ in range(2)] * 2:
+            out.fill_(float("nan"))
+            gemm(ta, tb, out)
+            e = (np.linalg.norm(out.double().cpu().numpy() - ref) / np.linalg.norm(ref))
+            worst = max(worst, e if e == e else np.inf)
+        print("hopper gemm (torch)", t, M, N, K, f"{e:.1e}")
+print("SANITIZE RUN", "PASSED" if worst < 1e-2 else "FAILED", f"worst rel err {worst:.1e}")

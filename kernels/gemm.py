@@ -12,6 +12,7 @@ import os
 import tkn
 from tkn import ptx, tma
 from tkn.ops import warpgroup as wg
+from tkn._unroll import unrolled
 from tkn.templates import lcf
 
 BM, BK = 128, 64
@@ -21,17 +22,23 @@ GROUP_M = 16
 
 class Tiles:
     """One tile configuration: BM x bn output tiles, `stages` input stages, and the shared memory they need.
-    Wide (bn=256) for big problems; narrow (bn=128) when wide tiles would leave most SMs idle."""
+    Wide (bn=256) for big problems; narrow (bn=128) when wide tiles would leave most SMs idle. The accumulator
+    leaves in `parts` column blocks through staging tiles: one per consumer warpgroup when parts == 2, else
+    two, so one block's conversion overlaps the TMA store of the one before."""
 
-    def __init__(self, bn, stages):
-        self.bn, self.stages = bn, stages
+    def __init__(self, bn, stages, parts=2):
+        self.bn, self.stages, self.parts = bn, stages, parts
+        self.cw, self.buffers = bn // parts, 1 if parts == 2 else 2
         self.smem = s = tkn.SharedLayout()
         self.a_off = s.st("bf16", BM, BK, count=stages)
         self.b_off = s.st("bf16", BK, bn, count=stages)
-        self.c_off = s.st("bf16", WM, bn // 2, count=2)   # the accumulator leaves in two 64 x bn/2 halves,
-        self.bar_off = s.alloc(8 * 2 * stages, align=8)   # through one staging tile per consumer warpgroup
+        self.c_off = s.st("bf16", WM, self.cw, count=2 * self.buffers)
+        self.bar_off = s.alloc(8 * 2 * stages, align=8)
         self.a_bytes, self.b_bytes = tkn.st_bytes("bf16", BM, BK), tkn.st_bytes("bf16", BK, bn)
-        self.c_bytes = tkn.st_bytes("bf16", WM, bn // 2)
+        self.c_bytes = tkn.st_bytes("bf16", WM, self.cw)
+
+    def __repr__(self):
+        return f"Tiles({BM}x{self.bn}, stages={self.stages}, parts={self.parts})"
 
 
 WIDE, NARROW = Tiles(256, 4), Tiles(128, 6)
@@ -43,7 +50,8 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M):
     BN, STAGES = t.bn, t.stages
     A_OFF, B_OFF, C_OFF, A_BYTES, B_BYTES, C_BYTES = t.a_off, t.b_off, t.c_off, t.a_bytes, t.b_bytes, t.c_bytes
     HALF_A = A_BYTES // 2                              # a consumer's 64-row half of the A tile
-    CW = BN // 2
+    CW, PARTS, NBUF = t.cw, t.parts, t.buffers
+    PENDING = NBUF - 1                                 # stores that may still read staging tiles we won't touch
     b_rows, b_cols = (BN, BK) if transpose_b else (BK, BN)
     mask = (1 << cluster) - 1
     group = group_m // cluster
@@ -92,25 +100,27 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M):
         wg.mma_commit_group()
 
     @tkn.func
-    def store_half(g, buf, acc, row, col, half):
+    def store_part(g, buf, acc, task, where, part):
+        row, col = where
         w = wg.groupid()
-        c = tkn.st_bf(buf, C_OFF + w * C_BYTES, WM, CW)
+        c = tkn.st_bf(buf, C_OFF + (NBUF * w + part % NBUF) * C_BYTES, WM, CW)
         if wg.laneid() == 0:
-            tma.store_async_read_wait(0)           # the last store from c has been read out
+            tma.store_async_read_wait(PENDING)      # the last store from c has been read out
         wg.sync(1 + w)
-        wg.store_cols(c, acc, half)                    # f32 -> bf16, stmatrix into the swizzled tile
+        wg.store_cols(c, acc, part)                    # f32 -> bf16, stmatrix into the swizzled tile
         tma.fence_proxy_async()
         wg.sync(1 + w)
         if wg.laneid() == 0:
-            tma.store_async(g[5], c, (2 * row + w, 2 * col + half))   # clipped at the edges by TMA
+            tma.store_async(g[5], c, (2 * row + w, PARTS * col + part))   # clipped at the edges by TMA
             tma.store_commit()
 
     @tkn.func
-    def finish(g, buf, acc, task):
-        """The stores run on while the next task's wgmmas start: TMA writes from shared memory."""
-        row, col = tile(g, task)
-        store_half(g, buf, acc, row, col, 0)
-        store_half(g, buf, acc, row, col, 1)
+    def output_tile(g, buf, acc, task):
+        return tile(g, task)
+
+    # finish: the parts one after another, each `part` a literal (acc stays in registers); the stores run on
+    # while the next task's wgmmas start
+    finish = unrolled("finish", ("g", "buf", "acc", "task"), output_tile, store_part, (PARTS,))
 
     @tkn.func
     def teardown(g, buf):
@@ -124,14 +134,20 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M):
                bar_offset=t.bar_off, acc_cols=BN, cluster=cluster, producer_regs=56, consumer_regs=224)
 
 
-gemm_ab = _make(False, 1)
-gemm_abt = _make(True, 1)
-gemm_ab_c2 = _make(False, 2)
-gemm_abt_c2 = _make(True, 2)
-gemm_ab_n128 = _make(False, 1, NARROW)
-gemm_abt_n128 = _make(True, 1, NARROW)
-_KERNELS = {(False, 1, WIDE): gemm_ab, (True, 1, WIDE): gemm_abt, (False, 2, WIDE): gemm_ab_c2,
-            (True, 2, WIDE): gemm_abt_c2, (False, 1, NARROW): gemm_ab_n128, (True, 1, NARROW): gemm_abt_n128}
+_KERNELS = {}
+
+
+def kernel_for(transpose_b, cluster=1, t=WIDE, group_m=GROUP_M):
+    """The kernel for a configuration, built once (bench/gemm_sweep.py tries others than the defaults)."""
+    key = (transpose_b, cluster, t.bn, t.stages, t.parts, group_m)
+    if key not in _KERNELS:
+        _KERNELS[key] = _make(transpose_b, cluster, t, group_m)
+    return _KERNELS[key]
+
+
+gemm_ab, gemm_abt = kernel_for(False), kernel_for(True)
+gemm_ab_c2, gemm_abt_c2 = kernel_for(False, 2), kernel_for(True, 2)
+gemm_ab_n128, gemm_abt_n128 = kernel_for(False, 1, NARROW), kernel_for(True, 1, NARROW)
 
 
 # ------------------------------------------------------------------------------------------------ host side
@@ -159,7 +175,7 @@ def _tiles(M, N, sms):
 
 
 def _cluster(t):
-    return CLUSTER if t is WIDE else 1
+    return CLUSTER if t.bn == 256 else 1
 
 
 def _launcher(transpose_b, t):
@@ -167,7 +183,7 @@ def _launcher(transpose_b, t):
     k = _kernels.get((transpose_b, cl, t))
     if k is None:
         from tkn.launch import Kernel
-        k = _kernels[transpose_b, cl, t] = Kernel(_KERNELS[transpose_b, cl, t], _signature(), block=384,
+        k = _kernels[transpose_b, cl, t] = Kernel(kernel_for(transpose_b, cl, t, GROUP_M), _signature(), block=384,
                                                   smem=t.smem.launch_bytes, cluster=(cl, 1, 1) if cl > 1 else None)
     return k
 
@@ -178,10 +194,13 @@ def _b_box(transpose_b, t):
     return (t.bn // cl, BK) if transpose_b else (BK // cl, 64)
 
 
-def _grid(M, N, sms, t):
+def _grid(M, N, sms, t, transpose_b):
+    """Persistent: one block per SM, or per resident cluster slot (a GPC may not hold a whole number of
+    clusters, and clusters beyond the resident ones would wait for a whole first wave)."""
     cl = _cluster(t)
     tasks = -(-M // (BM * cl)) * -(-N // t.bn)
-    return cl * min(tasks, sms // cl)
+    slots = sms // cl if cl == 1 else min(sms // cl, _launcher(transpose_b, t).max_active_clusters())
+    return cl * min(tasks, slots)
 
 
 def _tensormap(arr, box):
@@ -238,7 +257,7 @@ def _torch_plan(a, b):
     M, N, K, transpose_b = _check(a, b)
     sms = torch.cuda.get_device_properties(a.device).multi_processor_count
     t = _tiles(M, N, sms)
-    grid = _grid(M, N, sms, t)
+    grid = _grid(M, N, sms, t, transpose_b)
     bop = b.T if transpose_b else b
     tms = [torch.from_numpy(tma.encode_tensormap("bfloat16", x.data_ptr(), tuple(x.shape),
                                                  tuple(2 * st for st in x.stride()), box, 128)).to(a.device)
@@ -316,7 +335,7 @@ def _gemm_generic(a, b, out):
     tm_a = _tensormap(da, (BM, BK))
     tm_b = _tensormap(db, _b_box(transpose_b, t))
     tm_c = _tensormap(dc, (WM, 64))
-    _launcher(transpose_b, t)(_grid(M, N, sms, t), dc, da, db, tm_a, tm_b, tm_c)
+    _launcher(transpose_b, t)(_grid(M, N, sms, t, transpose_b), dc, da, db, tm_a, tm_b, tm_c)
     if dc is not out and not SIM and interop.array_info(out, "out").device == -1:
         interop.copy_back(dc, out)
     return interop.to_user(out, like=a)

@@ -28,10 +28,11 @@ def _run(M, N, K, transpose_b, rng):
     assert err < 1e-2, err
 
 
-@pytest.mark.parametrize("tiles", ["wide", "narrow"])
+@pytest.mark.parametrize("tiles", [(256, 4, 2), (256, 4, 4), (128, 6, 2)], ids=lambda t: "x".join(map(str, t)))
 @pytest.mark.parametrize("transpose_b", [False, True])
 def test_gemm_tile_and_ragged(transpose_b, tiles, monkeypatch):
-    t = G.WIDE if tiles == "wide" else G.NARROW
+    """Every tile configuration (bn, stages, epilogue parts), not only the one the problem size picks."""
+    t = G.Tiles(*tiles)
     monkeypatch.setattr(G, "_tiles", lambda M, N, sms: t)
     rng = np.random.default_rng()
     if tkn.ptx.SIM:   # the emulator runs 384 Python threads a block: one full tile, one ragged problem

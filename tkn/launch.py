@@ -477,6 +477,20 @@ class Kernel:
             buf = self._params.buf.copy()
         return Prepared(self, _dim3(grid), smem, buf, fw)
 
+    def max_active_clusters(self, smem=None):
+        """How many clusters of this kernel can be resident at once (cuOccupancyMaxActiveClusters): a persistent
+        grid larger than that runs its extra clusters after the others finish."""
+        from cuda.bindings import driver
+        self.compile()
+        if SIM or not self.cluster:
+            return None
+        smem = self.smem if smem is None else smem
+        cfg = self._ex_config(*self.cluster, smem)
+        err, n = driver.cuOccupancyMaxActiveClusters(self._f, cfg)
+        if err:
+            raise RuntimeError(f"{self.name}: cuOccupancyMaxActiveClusters failed with {err.name}")
+        return n
+
     def _framework_stream(self, fw):
         if fw == "torch":
             if self._torch_stream is None:

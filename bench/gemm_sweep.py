@@ -1,0 +1,64 @@
+"""Try GEMM configurations against cuBLAS in one run: tile shape, epilogue parts, L2 group height, clusters.
+Prints a table (TFLOP/s, ratio to cuBLAS) and writes bench/results/gemm_sweep.json.  python bench/gemm_sweep.py"""
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import time_ms, write  # noqa: E402
+from tkn.kernels import gemm  # noqa: E402
+
+G = sys.modules["tkn.kernels.gemm"]
+
+# (label, Tiles(bn, stages, parts), group_m, cluster)
+VARIANTS = [
+    ("wide p2 g16", (256, 4, 2), 16, 1),
+    ("wide p4 g16", (256, 4, 4), 16, 1),
+    ("wide p4 g8", (256, 4, 4), 8, 1),
+    ("wide p4 g32", (256, 4, 4), 32, 1),
+    ("wide p4 g16 c2", (256, 4, 4), 16, 2),
+    ("narrow p2 g16", (128, 6, 2), 16, 1),
+]
+SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192), (4096, 14336, 4096)]
+
+
+def use(tiles, group_m, cluster):
+    t = G.Tiles(*tiles)
+    G._tiles = lambda M, N, sms: t
+    G.GROUP_M, G.CLUSTER = group_m, cluster
+    G._plans.clear()
+    G._kernels.clear()
+
+
+def main():
+    records = []
+    print(f"{'shape':>20} {'variant':>16} {'TFLOP/s':>8} {'cuBLAS':>8} {'ratio':>6}")
+    for M, N, K in SHAPES:
+        a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+        b = torch.randn(K, N, device="cuda", dtype=torch.bfloat16)
+        out, ref = (torch.empty(M, N, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+        flops = 2 * M * N * K
+        torch.matmul(a, b, out=ref)
+        rec = {"shape": {"M": M, "N": N, "K": K}, "variants": {}}
+        for label, tiles, group_m, cluster in VARIANTS:
+            if tiles[0] == 128 and M * N > 4096 * 4096:
+                continue
+            use(tiles, group_m, cluster)
+            if cluster > 1 and M == SHAPES[0][0]:
+                print(f"resident {cluster}-CTA clusters: {G._launcher(False, G._tiles(M, N, 0)).max_active_clusters()}")
+            t = time_ms(lambda: gemm(a, b, out))
+            cb = flops / time_ms(lambda: torch.matmul(a, b, out=ref)) / 1e9
+            err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
+            tk = flops / t / 1e9
+            rec["variants"][label] = {"tkn": round(tk, 1), "cublas": round(cb, 1), "rel_err": err}
+            print(f"{f'{M}x{N}x{K}':>20} {label:>16} {tk:>8.1f} {cb:>8.1f} {tk / cb:>6.2f}"
+                  + ("" if err < 1e-2 else f"  WRONG (rel err {err:.1e})"), flush=True)
+        records.append(rec)
+        del a, b, out, ref
+    print("wrote", write("gemm_sweep", "TFLOP/s", records))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""Where a gemm() call's host time goes (torch tensors, small problem, no sync in the loop).
+Prints microseconds per call of each layer, from torch.matmul (cuBLAS's host path) down to the bare driver call.
+python bench/host_profile.py"""
+import ctypes
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from tkn.kernels import gemm  # noqa: E402
+
+G = sys.modules["tkn.kernels.gemm"]
+
+
+def per_call_us(fn, n=2000):
+    for _ in range(50):
+        fn()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        best = min(best, (time.perf_counter() - t) / n * 1e6)
+        torch.cuda.synchronize()
+    return best
+
+
+def main():
+    a = torch.randn(128, 256, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(256, 256, device="cuda", dtype=torch.bfloat16)
+    out = torch.empty(128, 256, device="cuda", dtype=torch.bfloat16)
+    gemm(a, b, out)
+    plan = next(iter(G._plans.values()))
+    launch, shape = plan[0], plan[3]
+    stream = torch._C._cuda_getCurrentRawStream(0)
+    from cuda.bindings import driver
+    cs = driver.CUstream(stream)
+    f, (gx, gy, gz), (bx, by, bz), smem, ptr = launch._f, launch.grid, launch.kernel.block, launch.smem, launch.pointer
+    libcuda = ctypes.CDLL("libcuda.so.1")
+    cu = libcuda.cuLaunchKernel
+    cu.argtypes = [ctypes.c_void_p] + [ctypes.c_uint] * 6 + [ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
+                                                            ctypes.c_void_p]
+    fh = int(f)
+    rows = [
+        ("torch.matmul(a, b, out=out)", lambda: torch.matmul(a, b, out=out)),
+        ("tkn gemm(a, b, out)", lambda: gemm(a, b, out)),
+        ("tkn gemm(a, b)  (allocates out)", lambda: gemm(a, b)),
+        ("plan key only", lambda: (a.data_ptr(), b.data_ptr(), a.shape, a.stride(), b.shape, b.stride(), a.dtype,
+                                   b.dtype, a.get_device())),
+        ("out checks", lambda: (out.shape != shape or out.dtype != torch.bfloat16 or not out.is_contiguous()
+                                or out.get_device() != 0)),
+        ("torch current stream", lambda: torch._C._cuda_getCurrentRawStream(0)),
+        ("Prepared(stream)", lambda: launch(stream)),
+        ("cuda.bindings cuLaunchKernel", lambda: driver.cuLaunchKernel(f, gx, gy, gz, bx, by, bz, smem, cs, ptr, 0)),
+        ("ctypes cuLaunchKernel", lambda: cu(fh, gx, gy, gz, bx, by, bz, smem, stream, ptr, None)),
+    ]
+    for name, fn in rows:
+        print(f"{name:<36} {per_call_us(fn):6.2f} us", flush=True)
+
+
+if __name__ == "__main__":
+    main()
