@@ -4,6 +4,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ["TKN_CACHE"] = "0"   # cold: no disk cache of the kernels (bench/cache_time.py times the cached load)
 t0 = time.time()
 import torch  # noqa: E402
 from tkn.kernels import gemm  # noqa: E402
