@@ -17,8 +17,8 @@ t0 = time.perf_counter()
 import torch
 from tkn.kernels import gemm
 t1 = time.perf_counter()
-a = torch.randn(256, 256, device="cuda", dtype=torch.bfloat16)
-b = torch.randn(256, 256, device="cuda", dtype=torch.bfloat16)
+a = torch.randn(2048, 2048, device="cuda", dtype=torch.bfloat16)
+b = torch.randn(2048, 2048, device="cuda", dtype=torch.bfloat16)
 torch.cuda.synchronize()
 t2 = time.perf_counter()
 gemm(a, b)
@@ -44,7 +44,7 @@ def run(cache_dir):
 with tempfile.TemporaryDirectory() as d:
     cold, cached = run(d), run(d)
 kernel = next(iter(cached["used"]), "gemm_ab")
-print(f"import {cached['import_s']:.2f} s; first gemm 256^3: cold {cold['first_s']:.2f} s, cached "
+print(f"import {cached['import_s']:.2f} s; first gemm 2048^3 (128x256 tiles): cold {cold['first_s']:.2f} s, cached "
       f"{cached['first_s']:.3f} s; kernel {kernel} [cache hits, misses]: cold {cold['used']}, cached {cached['used']}")
 print(write("compile", "s", [{"shape": {"kernel": kernel}, "cold_s": round(cold["first_s"], 3),
                               "cached_s": round(cached["first_s"], 3), "import_s": round(cached["import_s"], 3),
