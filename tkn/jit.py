@@ -24,5 +24,22 @@ def kernel(fn=None, *, threads=None, min_blocks=None, max_registers=None, cache=
             opts["launch_bounds"] = (threads,) if min_blocks is None else (threads, min_blocks)
         if max_registers is not None:
             opts["max_registers"] = max_registers
-        return cuda.jit(**opts)(f)
+        d = cuda.jit(**opts)(f)
+        if cache:
+            d._cache = _KernelCache(d.py_func)
+        return d
     return deco(fn) if fn is not None else deco
+
+
+if not SIM:
+    from numba.cuda.dispatcher import CUDACache
+    from numba.cuda.utils import numba_target_override
+
+    class _KernelCache(CUDACache):
+        """numba's disk cache for CUDA kernels, minus the typing-registry refresh numba runs before each load
+        (~0.3 s in a new process): a cached kernel is its cubin and argument types, and the compile that a miss
+        leads to refreshes the registries itself."""
+
+        def load_overload(self, sig, target_context):
+            with numba_target_override(), self._guard_against_spurious_io_errors():
+                return self._load_overload(sig, target_context)
