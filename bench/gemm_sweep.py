@@ -12,16 +12,14 @@ from tkn.kernels import gemm  # noqa: E402
 
 G = sys.modules["tkn.kernels.gemm"]
 
-# (label, Tiles(bn, stages, parts), group_m, cluster)
+# (label, Tiles(bn, stages, parts[, bk]), group_m, cluster)
 VARIANTS = [
-    ("wide p2 g16", (256, 4, 2), 16, 1),
-    ("wide p4 g16", (256, 4, 4), 16, 1),
-    ("wide p4 g8", (256, 4, 4), 8, 1),
-    ("wide p4 g32", (256, 4, 4), 32, 1),
-    ("wide p4 g16 c2", (256, 4, 4), 16, 2),
-    ("narrow p2 g16", (128, 6, 2), 16, 1),
+    ("wide", (256, 4, 2), 16, 1),
+    ("wide bk32 s8", (256, 8, 2, 32), 16, 1),
+    ("wide bk32 s8 g8", (256, 8, 2, 32), 8, 1),
+    ("narrowest", (64, 8, 1), 16, 1),
 ]
-SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192), (4096, 14336, 4096)]
+SHAPES = [(1024, 1024, 1024), (4096, 4096, 4096), (8192, 8192, 8192), (4096, 14336, 4096), (4096, 4096, 16384)]
 
 
 def use(tiles, group_m, cluster):
@@ -43,7 +41,7 @@ def main():
         torch.matmul(a, b, out=ref)
         rec = {"shape": {"M": M, "N": N, "K": K}, "variants": {}}
         for label, tiles, group_m, cluster in VARIANTS:
-            if tiles[0] == 128 and M * N > 4096 * 4096:
+            if tiles[0] < 256 and M * N > 2048 * 2048:
                 continue
             use(tiles, group_m, cluster)
             if cluster > 1 and M == SHAPES[0][0]:

@@ -5,7 +5,7 @@ LCF template: one producer warpgroup streams 128 x 64 tiles of A and 64 x 256 (o
 m64n256k16, 128 f32 accumulators per thread) and send it out in two 64 x 128 halves through a staging tile and
 TMA stores, which run on while the next task's wgmmas start.
 Persistent: ~one block per SM walks the tiles in L2-friendly groups of GROUP_M tile-rows.
-Problems too small to fill half the SMs with 128 x 256 tiles use 128 x 128 tiles (m64n128k16, 6 stages).
+Problems too small to fill half the SMs with 128 x 256 tiles use 128 x 128 (6 stages) or 128 x 64 (8 stages).
 """
 import os
 
@@ -15,7 +15,7 @@ from tkn.ops import warpgroup as wg
 from tkn._unroll import unrolled
 from tkn.templates import lcf
 
-BM, BK = 128, 64
+BM = 128
 WM = BM // 2                                          # rows per consumer warpgroup
 GROUP_M = 16
 
@@ -23,12 +23,13 @@ GROUP_M = 16
 class Tiles:
     """One tile configuration: BM x bn output tiles, `stages` input stages, and the shared memory they need.
     Wide (bn=256) for big problems; narrow (bn=128) when wide tiles would leave most SMs idle. The accumulator
-    leaves in `parts` column blocks through staging tiles: one per consumer warpgroup when parts == 2, else
-    two, so one block's conversion overlaps the TMA store of the one before."""
+    leaves in `parts` column blocks through staging tiles: one per consumer warpgroup when parts <= 2, else
+    two, so one block's conversion overlaps the TMA store of the one before (measured slower at 8192^3)."""
 
-    def __init__(self, bn, stages, parts=2):
+    def __init__(self, bn, stages, parts=2, bk=64):
+        BK = self.bk = bk
         self.bn, self.stages, self.parts = bn, stages, parts
-        self.cw, self.buffers = bn // parts, 1 if parts == 2 else 2
+        self.cw, self.buffers = bn // parts, 1 if parts <= 2 else 2
         self.smem = s = tkn.SharedLayout()
         self.a_off = s.st("bf16", BM, BK, count=stages)
         self.b_off = s.st("bf16", BK, bn, count=stages)
@@ -38,16 +39,16 @@ class Tiles:
         self.c_bytes = tkn.st_bytes("bf16", WM, self.cw)
 
     def __repr__(self):
-        return f"Tiles({BM}x{self.bn}, stages={self.stages}, parts={self.parts})"
+        return f"Tiles({BM}x{self.bn}, bk={self.bk}, stages={self.stages}, parts={self.parts})"
 
 
-WIDE, NARROW = Tiles(256, 4), Tiles(128, 6)
+WIDE, NARROW, NARROWEST = Tiles(256, 4), Tiles(128, 6), Tiles(64, 8, parts=1)
 
 
 def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M):
     """The A @ B (or A @ B^T) kernel with tiles `t`, for clusters of `cluster` CTAs stacked along M: they share
     each B tile, each CTA loading 1/cluster of it and multicasting it to all (less L2 traffic per FLOP)."""
-    BN, STAGES = t.bn, t.stages
+    BN, BK, STAGES = t.bn, t.bk, t.stages
     A_OFF, B_OFF, C_OFF, A_BYTES, B_BYTES, C_BYTES = t.a_off, t.b_off, t.c_off, t.a_bytes, t.b_bytes, t.c_bytes
     HALF_A = A_BYTES // 2                              # a consumer's 64-row half of the A tile
     CW, PARTS, NBUF = t.cw, t.parts, t.buffers
@@ -139,7 +140,7 @@ _KERNELS = {}
 
 def kernel_for(transpose_b, cluster=1, t=WIDE, group_m=GROUP_M):
     """The kernel for a configuration, built once (bench/gemm_sweep.py tries others than the defaults)."""
-    key = (transpose_b, cluster, t.bn, t.stages, t.parts, group_m)
+    key = (transpose_b, cluster, t.bn, t.bk, t.stages, t.parts, group_m)
     if key not in _KERNELS:
         _KERNELS[key] = _make(transpose_b, cluster, t, group_m)
     return _KERNELS[key]
@@ -148,6 +149,7 @@ def kernel_for(transpose_b, cluster=1, t=WIDE, group_m=GROUP_M):
 gemm_ab, gemm_abt = kernel_for(False), kernel_for(True)
 gemm_ab_c2, gemm_abt_c2 = kernel_for(False, 2), kernel_for(True, 2)
 gemm_ab_n128, gemm_abt_n128 = kernel_for(False, 1, NARROW), kernel_for(True, 1, NARROW)
+gemm_ab_n64, gemm_abt_n64 = kernel_for(False, 1, NARROWEST), kernel_for(True, 1, NARROWEST)
 
 
 # ------------------------------------------------------------------------------------------------ host side
@@ -170,8 +172,11 @@ CLUSTER = 1 if SIM else int(os.environ.get("TKN_GEMM_CLUSTER", "1"))
 
 
 def _tiles(M, N, sms):
-    """Wide tiles unless they would fill fewer than half the SMs (1024 x 1024: 32 wide tiles, 64 narrow)."""
-    return WIDE if -(-M // BM) * -(-N // WIDE.bn) >= sms // 2 else NARROW
+    """The widest tiles that fill at least half the SMs (1024 x 1024: 32 wide, 64 narrow, 128 narrowest)."""
+    for t in (WIDE, NARROW):
+        if -(-M // BM) * -(-N // t.bn) >= sms // 2:
+            return t
+    return NARROWEST
 
 
 def _cluster(t):
@@ -188,10 +193,14 @@ def _launcher(transpose_b, t):
     return k
 
 
-def _b_box(transpose_b, t):
-    """TMA box of B: one swizzle-wide column block of a row slice (the part one CTA of a cluster loads)."""
-    cl = _cluster(t)
-    return (t.bn // cl, BK) if transpose_b else (BK // cl, 64)
+def _boxes(transpose_b, t):
+    """TMA (box, swizzle bytes) of A and B: B's is one swizzle-wide column block of a row slice (the part one
+    CTA of a cluster loads)."""
+    cl, swz = _cluster(t), ptx.wgmma.st_swizzle_bytes
+    a = (BM, t.bk), swz(t.bk, 2)
+    if transpose_b:
+        return a, ((t.bn // cl, t.bk), swz(t.bk, 2))
+    return a, ((t.bk // cl, swz(t.bn, 2) // 2), swz(t.bn, 2))
 
 
 def _grid(M, N, sms, t, transpose_b):
@@ -203,14 +212,14 @@ def _grid(M, N, sms, t, transpose_b):
     return cl * min(tasks, slots)
 
 
-def _tensormap(arr, box):
+def _tensormap(arr, box, swizzle):
     """Device copy of the tensormap of 2-D bf16 array `arr` for boxes `box`, cached by address and shape."""
-    key = (tma.device_address(arr), tuple(arr.shape), tuple(arr.strides), box)
+    key = (tma.device_address(arr), tuple(arr.shape), tuple(arr.strides), box, swizzle)
     tm = _tensormaps.get(key)
     if tm is None:
         if len(_tensormaps) > 256:
             _tensormaps.clear()
-        tm = _tensormaps[key] = tma.to_device(tma.tensormap_for(arr, box, 128, dtype="bfloat16"))
+        tm = _tensormaps[key] = tma.to_device(tma.tensormap_for(arr, box, swizzle, dtype="bfloat16"))
     return tm
 
 
@@ -260,13 +269,14 @@ def _torch_plan(a, b):
     grid = _grid(M, N, sms, t, transpose_b)
     bop = b.T if transpose_b else b
     tms = [torch.from_numpy(tma.encode_tensormap("bfloat16", x.data_ptr(), tuple(x.shape),
-                                                 tuple(2 * st for st in x.stride()), box, 128)).to(a.device)
-           for x, box in ((a, (BM, BK)), (bop, _b_box(transpose_b, t)))]
+                                                 tuple(2 * st for st in x.stride()), box, swz)).to(a.device)
+           for x, (box, swz) in zip((a, bop), _boxes(transpose_b, t))]
     out = torch.empty((M, N), dtype=torch.bfloat16, device=a.device)
     launch = _launcher(transpose_b, t).prepare(grid, out, a, bop, tms[0], tms[1], _out_tensormap(out))
     launch.keep = (bop, tms)                       # the tensormaps must outlive the plan
     launch.last_out, launch.out_map = out.data_ptr(), _out_tensormap(out)
-    return launch, launch.data_slot(0), launch.data_slot(5), torch.Size((M, N)), a.device.index
+    return (launch, launch.data_slot(0), launch.data_slot(5), torch.Size((M, N)), a.device.index,
+            interop.torch_stream_getter(), launch.kernel._lock)
 
 
 _out_maps = {}
@@ -293,30 +303,33 @@ def gemm(a, b, out=None):
     Arrays: torch / cupy / numba device arrays (bf16, or uint16 bits), or numpy uint16 bits (copied).
     K and N must be multiples of 8 (TMA's 16-byte row rule); any M, N, K otherwise: edges are masked by TMA.
     Returns out (allocated like a when None). Runs on torch's current stream for torch tensors."""
-    if type(a) is _Tensor and type(b) is _Tensor and a.is_cuda:
-        # hot path: everything but the output pointer is cached per (a, b) address and layout
-        key = (a.data_ptr(), b.data_ptr(), a.shape, a.stride(), b.shape, b.stride(), a.dtype, b.dtype, a.get_device())
+    if type(a) is _Tensor and type(b) is _Tensor:
+        # hot path: everything but the output pointer is cached per (a, b) address and layout (device pointers
+        # are unique across devices, so they name the device too)
+        key = (a.data_ptr(), b.data_ptr(), a.shape, a.stride(), b.shape, b.stride(), a.dtype, b.dtype)
         plan = _plans.get(key)
         if plan is None:
+            if not (a.is_cuda and b.is_cuda):
+                return _gemm_generic(a, b, out)
             if len(_plans) > 1024:
                 _plans.clear()
             if not a.is_contiguous():
                 _check(a, b)    # raises with the reason
             plan = _plans[key] = _torch_plan(a, b)
-        launch, out_slot, tm_slot, shape, device = plan
+        launch, out_slot, tm_slot, shape, device, stream, lock = plan
         if out is None:
-            out = _torch.empty(shape, dtype=_torch.bfloat16, device=a.device)
-        elif out.shape != shape or out.dtype != _torch.bfloat16 or not out.is_contiguous() or out.get_device() != device:
+            out = _torch.empty(shape, dtype=_BF16, device=a.device)
+        elif out.dtype is not _BF16 or out.shape != shape or not out.is_contiguous() or out.get_device() != device:
             _check_out(out, *shape)
             raise ValueError(f"gemm: out must be a contiguous bf16 tensor on cuda:{device}")
         p = out.data_ptr()
-        with launch.kernel._lock:                  # the plan's parameter buffer is shared between threads
+        with lock:                                 # the plan's parameter buffer is shared between threads
             if p != launch.last_out:               # a new output: its pointer and its TMA store map
                 launch.out_map = _out_tensormap(out)   # held by the plan while its address is in use
                 launch.u64[out_slot] = p
                 launch.u64[tm_slot] = launch.out_map.data_ptr()
                 launch.last_out = p
-            launch(_stream(device))
+            launch(stream(device))
         return out
     return _gemm_generic(a, b, out)
 
@@ -332,9 +345,10 @@ def _gemm_generic(a, b, out):
     dc = interop.as_device_array(out, "out", dtype="bfloat16", ndim=2)
     sms = _num_sms()
     t = _tiles(M, N, sms)
-    tm_a = _tensormap(da, (BM, BK))
-    tm_b = _tensormap(db, _b_box(transpose_b, t))
-    tm_c = _tensormap(dc, (WM, 64))
+    (box_a, swz_a), (box_b, swz_b) = _boxes(transpose_b, t)
+    tm_a = _tensormap(da, box_a, swz_a)
+    tm_b = _tensormap(db, box_b, swz_b)
+    tm_c = _tensormap(dc, (WM, 64), 128)
     _launcher(transpose_b, t)(_grid(M, N, sms, t, transpose_b), dc, da, db, tm_a, tm_b, tm_c)
     if dc is not out and not SIM and interop.array_info(out, "out").device == -1:
         interop.copy_back(dc, out)
@@ -345,18 +359,8 @@ class _NoTorch:
     pass
 
 
-_raw_stream = None
-
-
-def _stream(device):
-    global _raw_stream
-    if _raw_stream is None:
-        _raw_stream = interop.torch_stream_getter()
-    return _raw_stream(device)
-
-
 try:
     import torch as _torch
-    _Tensor = _torch.Tensor
+    _Tensor, _BF16 = _torch.Tensor, _torch.bfloat16
 except ImportError:
-    _torch, _Tensor = None, _NoTorch
+    _torch, _Tensor, _BF16 = None, _NoTorch, None

@@ -28,7 +28,7 @@ def _run(M, N, K, transpose_b, rng):
     assert err < 1e-2, err
 
 
-@pytest.mark.parametrize("tiles", [(256, 4, 2), (256, 4, 4), (128, 6, 2)], ids=lambda t: "x".join(map(str, t)))
+@pytest.mark.parametrize("tiles", [(256, 4, 2), (256, 4, 4), (128, 6, 2), (64, 8, 1), (256, 8, 2, 32)], ids=lambda t: "x".join(map(str, t)))
 @pytest.mark.parametrize("transpose_b", [False, True])
 def test_gemm_tile_and_ragged(transpose_b, tiles, monkeypatch):
     """Every tile configuration (bn, stages, epilogue parts), not only the one the problem size picks."""
@@ -57,7 +57,7 @@ def test_gemm_rejects_bad_input():
 
 @pytest.mark.sass
 @pytest.mark.parametrize("kernel", ["gemm_ab", "gemm_abt", "gemm_ab_c2", "gemm_abt_c2", "gemm_ab_n128",
-                                    "gemm_abt_n128"])
+                                    "gemm_abt_n128", "gemm_ab_n64"])
 def test_gemm_sass(kernel):
     """The Hopper GEMM is what it claims: wgmma, TMA loads, register reallocation, and no local memory."""
     import tkn.sass
@@ -66,7 +66,8 @@ def test_gemm_sass(kernel):
     n = tkn.sass.count(s, "HGMMA", "UTMALDG", "USETMAXREG", "LDL", "STL")
     assert n["HGMMA"] >= 4 and n["UTMALDG"] >= 2 and n["USETMAXREG"] == 2, n
     assert n["LDL"] == 0 and n["STL"] == 0, n
-    assert f"HGMMA.64x{128 if kernel.endswith('n128') else 256}x16.F32.BF16" in s
+    bn = kernel.rsplit("_n", 1)[1] if "_n" in kernel else "256"
+    assert f"HGMMA.64x{bn}x16.F32.BF16" in s
     for warning in ("C7504", "C7508", "C7510", "C7511", "C7514", "C7517", "C7519"):   # setmaxnreg dropped,
         assert warning not in info[0], info[0]                                       # wgmma serialized
 

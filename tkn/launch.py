@@ -17,6 +17,7 @@ view of the buffer in its own dtype (so it lands in the slot's low bytes: little
 gets a prebuilt array of the slots' addresses. The driver copies parameter values during the call, so the next
 call may rewrite the buffer (and a CUDA graph captures the values, not the buffer).
 """
+import functools
 import inspect
 import sys
 import threading
@@ -589,11 +590,14 @@ class Prepared:
         self._f = kernel._f
         if kernel._attrs:
             from cuda.bindings import driver
-            self._cfg = kernel._ex_config(*grid, smem)
-            self._launch = driver.cuLaunchKernelEx
-        else:
-            self._cfg = None
-            self._launch = kernel._launch_kernel
+            cfg = kernel._ex_config(*grid, smem)
+
+            def go(cs, pointer, extra, f=self._f, launch_ex=driver.cuLaunchKernelEx):
+                cfg.hStream = cs
+                return launch_ex(cfg, f, pointer, extra)
+            self._go = go
+        else:   # everything but the stream bound once: a call costs the driver call and little more
+            self._go = functools.partial(kernel._launch_kernel, self._f, *grid, *kernel.block, smem)
 
     def data_slot(self, i):
         return self.kernel._params.specs[i].data
@@ -602,13 +606,7 @@ class Prepared:
         cs = _custreams.get(stream)
         if cs is None:
             cs = _custream(stream)
-        if self._cfg is not None:
-            self._cfg.hStream = cs
-            err, = self._launch(self._cfg, self._f, self.pointer, 0)
-        else:
-            gx, gy, gz = self.grid
-            bx, by, bz = self.kernel.block
-            err, = self._launch(self._f, gx, gy, gz, bx, by, bz, self.smem, cs, self.pointer, 0)
+        err, = self._go(cs, self.pointer, 0)
         if err:
             raise RuntimeError(f"{self.kernel.name}: launch failed with {err.name}")
 
