@@ -1,8 +1,8 @@
 #!/bin/bash
 # One GPU session's work, in phases (each a separate device call):  bash bench/gpu_session.sh PHASE...
 #   check     the GPU test tier and compute-sanitizer (memcheck, racecheck, synccheck) side by side, cache timing
-#   sweep     GEMM configurations vs cuBLAS (bench/gemm_sweep.py) and the host-time profile
-#   bench     bench/gemm.py (writes bench/results/gemm.json) and the ladder
+#   sweep     GEMM configurations vs cuBLAS (bench/gemm_sweep.py)
+#   bench     the host-time profile, bench/gemm.py (writes bench/results/gemm.json) and the ladder
 # Logs and result files go to $OUT (the device tool brings them back); a summary is printed last.
 export PYTHONPATH=.
 OUT=${OUT:-/tmp/tkn_out}
@@ -10,7 +10,7 @@ mkdir -p "$OUT"
 for phase in "$@"; do
   case $phase in
   check)
-    python bench/cache_time.py > "$OUT/cache_time.txt" 2>&1
+    [ -n "$SKIP_CACHE_TIME" ] || python bench/cache_time.py > "$OUT/cache_time.txt" 2>&1
     timeout 420 python -m pytest tests -q -n 12 -p no:cacheprovider > "$OUT/tests.txt" 2>&1 &
     for tool in memcheck racecheck synccheck; do
       timeout 420 compute-sanitizer --tool $tool python bench/sanitize.py > "$OUT/sanitize_$tool.txt" 2>&1 &
@@ -18,12 +18,13 @@ for phase in "$@"; do
     wait
     ;;
   sweep)
-    python bench/host_profile.py > "$OUT/host_profile.txt" 2>&1
     python bench/gemm_sweep.py > "$OUT/sweep.txt" 2>&1
     ;;
   bench)
+    python bench/host_profile.py > "$OUT/host_profile.txt" 2>&1
     python bench/gemm.py > "$OUT/gemm.txt" 2>&1
     python bench/ladder.py > "$OUT/ladder.txt" 2>&1
+    cp examples/ladder/README.md "$OUT/ladder_README.md"
     ;;
   esac
 done

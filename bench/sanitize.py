@@ -20,7 +20,7 @@ err, _ = run(128, 128, 96)
 print("one-warp gemm err", err)
 rng = np.random.default_rng()
 worst = 0.0
-for tiles in [(256, 4, 2), (256, 4, 4), (128, 6, 2)]:
+for tiles in [(256, 4, 2), (256, 4, 4), (128, 6, 2), (64, 8, 1)]:
     t = G.Tiles(*tiles)
     G._tiles = lambda M, N, sms: t
     for M, N, K, tr in [(256, 512, 192, False), (200, 264, 136, True)]:
