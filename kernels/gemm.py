@@ -22,7 +22,7 @@ GROUP_M = 16
 
 class Tiles:
     """One tile configuration: BM x bn output tiles, `stages` input stages, and the shared memory they need.
-    Wide (bn=256) for big problems; narrow (bn=128) when wide tiles would leave most SMs idle. The accumulator
+    Wide (bn=256) for big problems; narrower (bn=128, 64) when wide tiles would leave most SMs idle. The accumulator
     leaves in `parts` column blocks through staging tiles: one per consumer warpgroup when parts <= 2, else
     two, so one block's conversion overlaps the TMA store of the one before (measured slower at 8192^3)."""
 
