@@ -1,5 +1,6 @@
 """Where a gemm() call's host time goes (torch tensors, small problem, no sync in the loop).
-Prints microseconds per call of each layer, from torch.matmul (cuBLAS's host path) down to the bare driver call.
+Prints microseconds per call of each layer, from torch.matmul (cuBLAS's host path) down to the bare driver call,
+and writes bench/results/host.json.
 python bench/host_profile.py"""
 import ctypes
 import os
@@ -9,6 +10,8 @@ import time
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import write  # noqa: E402
 from tkn.kernels import gemm  # noqa: E402
 
 G = sys.modules["tkn.kernels.gemm"]
@@ -57,8 +60,12 @@ def main():
         ("cuda.bindings cuLaunchKernel", lambda: driver.cuLaunchKernel(f, gx, gy, gz, bx, by, bz, smem, cs, ptr, 0)),
         ("ctypes cuLaunchKernel", lambda: cu(fh, gx, gy, gz, bx, by, bz, smem, stream, ptr, None)),
     ]
+    records = []
     for name, fn in rows:
-        print(f"{name:<36} {per_call_us(fn):6.2f} us", flush=True)
+        us = per_call_us(fn)
+        records.append({"shape": {"M": 128, "N": 256, "K": 256, "layer": name}, "us": round(us, 2)})
+        print(f"{name:<36} {us:6.2f} us", flush=True)
+    print("wrote", write("host", "us per call", records))
 
 
 if __name__ == "__main__":

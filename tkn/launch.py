@@ -376,6 +376,7 @@ class Kernel:
         self._torch_stream = None
         self._fast = True
         self._ex_configs = {}
+        self._max_clusters = {}   # dynamic smem bytes -> resident clusters
 
     def __repr__(self):
         return f"<tkn.Kernel {self.name}{self.argtypes} block={self.block} smem={self.smem}>"
@@ -486,10 +487,12 @@ class Kernel:
         if SIM or not self.cluster:
             return None
         smem = self.smem if smem is None else smem
-        cfg = self._ex_config(*self.cluster, smem)
-        err, n = driver.cuOccupancyMaxActiveClusters(self._f, cfg)
-        if err:
-            raise RuntimeError(f"{self.name}: cuOccupancyMaxActiveClusters failed with {err.name}")
+        n = self._max_clusters.get(smem)
+        if n is None:
+            err, n = driver.cuOccupancyMaxActiveClusters(self._f, self._ex_config(*self.cluster, smem))
+            if err:
+                raise RuntimeError(f"{self.name}: cuOccupancyMaxActiveClusters failed with {err.name}")
+            self._max_clusters[smem] = n
         return n
 
     def _framework_stream(self, fw):
