@@ -11,26 +11,27 @@ from common import time_ms, write  # noqa: E402
 from tkn.kernels import gemm  # noqa: E402
 
 G = sys.modules["tkn.kernels.gemm"]
+TRANSPOSE_B = os.environ.get("SWEEP_TRANSPOSE_B") == "1"       # a @ w.T instead of a @ b
 
-# (label, Tiles(bn, stages, parts[, bk]), group_m, cluster)
+# (label, Tiles(bn, stages, parts[, bk]), group_m, cluster, mma_lag)
 VARIANTS = [
-    ("wide", (256, 4, 2), 16, 1),
-    ("wide p4", (256, 4, 4), 16, 1),
-    ("wide g8", (256, 4, 2), 8, 1),
-    ("wide g32", (256, 4, 2), 32, 1),
-    ("wide bk32 s8", (256, 8, 2, 32), 16, 1),
-    ("wide c2", (256, 4, 2), 16, 2),
-    ("narrow", (128, 6, 2), 16, 1),
-    ("narrowest", (64, 8, 1), 16, 1),
+    ("wide", (256, 4, 2), 16, 1, 0),
+    ("wide lag1", (256, 4, 2), 16, 1, 1),
+    ("wide c2", (256, 4, 2), 16, 2, 0),
+    ("wide c2 lag1", (256, 4, 2), 16, 2, 1),
+    ("wide p4", (256, 4, 4), 16, 1, 0),
+    ("wide g8", (256, 4, 2), 8, 1, 0),
+    ("narrow", (128, 6, 2), 16, 1, 0),
+    ("narrowest", (64, 8, 1), 16, 1, 0),
 ]
-SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192), (8192, 8192, 1024),
-          (4096, 14336, 4096)]
+SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192), (16384, 16384, 16384),
+          (8192, 8192, 1024), (4096, 14336, 4096), (16384, 4096, 4096), (4096, 4096, 16384)]
 
 
-def use(tiles, group_m, cluster):
+def use(tiles, group_m, cluster, lag):
     t = G.Tiles(*tiles)
     G._tiles = lambda M, N, sms: t
-    G.GROUP_M, G.CLUSTER = group_m, cluster
+    G.GROUP_M, G.CLUSTER, G.MMA_LAG = group_m, cluster, lag
     G._plans.clear()
     G._kernels.clear()
 
@@ -40,15 +41,16 @@ def main():
     print(f"{'shape':>20} {'variant':>16} {'TFLOP/s':>8} {'cuBLAS':>8} {'ratio':>6}")
     for M, N, K in SHAPES:
         a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
-        b = torch.randn(K, N, device="cuda", dtype=torch.bfloat16)
+        b = (torch.randn(N, K, device="cuda", dtype=torch.bfloat16).T if TRANSPOSE_B
+             else torch.randn(K, N, device="cuda", dtype=torch.bfloat16))
         out, ref = (torch.empty(M, N, device="cuda", dtype=torch.bfloat16) for _ in range(2))
         flops = 2 * M * N * K
         torch.matmul(a, b, out=ref)
         rec = {"shape": {"M": M, "N": N, "K": K}, "variants": {}}
-        for label, tiles, group_m, cluster in VARIANTS:
+        for label, tiles, group_m, cluster, lag in VARIANTS:
             if tiles[0] < 256 and M * N > 2048 * 2048:
                 continue
-            use(tiles, group_m, cluster)
+            use(tiles, group_m, cluster, lag)
             if cluster > 1 and M == SHAPES[0][0]:
                 print(f"resident {cluster}-CTA clusters: {G._launcher(False, G._tiles(M, N, 0)).max_active_clusters()}")
             t = time_ms(lambda: gemm(a, b, out))
@@ -60,7 +62,7 @@ def main():
                   + ("" if err < 1e-2 else f"  WRONG (rel err {err:.1e})"), flush=True)
         records.append(rec)
         del a, b, out, ref
-    print("wrote", write("gemm_sweep", "TFLOP/s", records))
+    print("wrote", write("gemm_sweep_bt" if TRANSPOSE_B else "gemm_sweep", "TFLOP/s", records))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ for phase in "$@"; do
   bench)
     python bench/host_profile.py > "$OUT/host_profile.txt" 2>&1
     python bench/gemm.py > "$OUT/gemm.txt" 2>&1
+    python bench/gemm_sweep.py > "$OUT/sweep.txt" 2>&1
     python bench/ladder.py > "$OUT/ladder.txt" 2>&1
     cp examples/ladder/README.md "$OUT/ladder_README.md"
     ;;

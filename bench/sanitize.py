@@ -1,6 +1,6 @@
 """Small runs of each kernel for compute-sanitizer (memcheck / racecheck / synccheck):
     compute-sanitizer --tool racecheck python bench/sanitize.py
-Every GEMM tile configuration runs on a full-tile and a ragged problem, from numpy and from torch (two outputs
+Every GEMM tile configuration (and 2-CTA clusters) runs on a full-tile and a ragged problem, from numpy and from torch (two outputs
 in turn, so the launch plan's cached output pointer and store map are switched)."""
 import os
 import sys
@@ -20,16 +20,19 @@ err, _ = run(128, 128, 96)
 print("one-warp gemm err", err)
 rng = np.random.default_rng()
 worst = 0.0
-for tiles in [(256, 4, 2), (256, 4, 4), (128, 6, 2), (64, 8, 1)]:
+for tiles, cluster in [((256, 4, 2), 1), ((256, 4, 2), 2), ((256, 4, 4), 1), ((128, 6, 2), 1), ((64, 8, 1), 1)]:
     t = G.Tiles(*tiles)
     G._tiles = lambda M, N, sms: t
+    G.CLUSTER = cluster
+    G._kernels.clear()
+    G._plans.clear()
     for M, N, K, tr in [(256, 512, 192, False), (200, 264, 136, True)]:
         a = bits(rng.standard_normal((M, K)))
         b = bits(rng.standard_normal((N, K))).T if tr else bits(rng.standard_normal((K, N)))
         ref = flt(a).astype(np.float64) @ flt(np.ascontiguousarray(b)).astype(np.float64)
         e = np.linalg.norm(flt(gemm(a, b)) - ref) / np.linalg.norm(ref)
         worst = max(worst, e)
-        print("hopper gemm (numpy)", t, M, N, K, "a@b.T" if tr else "a@b", f"{e:.1e}")
+        print("hopper gemm (numpy)", t, f"cluster {cluster}", M, N, K, "a@b.T" if tr else "a@b", f"{e:.1e}")
         try:
             import torch
         except ImportError:

@@ -18,6 +18,7 @@ from tkn.templates import lcf
 BM = 128
 WM = BM // 2                                          # rows per consumer warpgroup
 GROUP_M = 16
+MMA_LAG = 0                                           # wait for each stage's wgmmas, free it at once (lcf)
 
 
 class Tiles:
@@ -45,7 +46,7 @@ class Tiles:
 WIDE, NARROW, NARROWEST = Tiles(256, 4), Tiles(128, 6), Tiles(64, 8, parts=1)
 
 
-def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M):
+def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
     """The A @ B (or A @ B^T) kernel with tiles `t`, for clusters of `cluster` CTAs stacked along M: they share
     each B tile, each CTA loading 1/cluster of it and multicasting it to all (less L2 traffic per FLOP)."""
     BN, BK, STAGES = t.bn, t.bk, t.stages
@@ -80,8 +81,8 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M):
         return (first + r % height) * cluster + rank, r // height
 
     @tkn.func
-    def load(g, buf, stage, task, it, bar):
-        row, col = tile(g, task)
+    def load(g, buf, stage, where, it, bar):
+        row, col = where
         tma.load_async(tkn.st_bf(buf, A_OFF + stage * A_BYTES, BM, BK), g[3], (row, it), bar)
         b = tkn.st_bf(buf, B_OFF + stage * B_BYTES, b_rows, b_cols)
         bc = (col, it) if transpose_b else (it, col)
@@ -91,7 +92,7 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M):
             tma.load_async(b, g[4], bc, bar)
 
     @tkn.func
-    def compute(g, buf, stage, acc, task, it):
+    def compute(g, buf, stage, acc, where, it):
         a = tkn.st_bf(buf, A_OFF + stage * A_BYTES + wg.groupid() * HALF_A, WM, BK)
         b = tkn.st_bf(buf, B_OFF + stage * B_BYTES, b_rows, b_cols)
         if transpose_b:
@@ -101,7 +102,7 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M):
         wg.mma_commit_group()
 
     @tkn.func
-    def store_part(g, buf, acc, task, where, part):
+    def store_part(g, buf, acc, where, part):
         row, col = where
         w = wg.groupid()
         c = tkn.st_bf(buf, C_OFF + (NBUF * w + part % NBUF) * C_BYTES, WM, CW)
@@ -115,13 +116,9 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M):
             tma.store_async(g[5], c, (2 * row + w, PARTS * col + part))   # clipped at the edges by TMA
             tma.store_commit()
 
-    @tkn.func
-    def output_tile(g, buf, acc, task):
-        return tile(g, task)
-
     # finish: the parts one after another, each `part` a literal (acc stays in registers); the stores run on
     # while the next task's wgmmas start
-    finish = unrolled("finish", ("g", "buf", "acc", "task"), output_tile, store_part, (PARTS,))
+    finish = unrolled("finish", ("g", "buf", "acc", "where"), None, store_part, (PARTS,))
 
     @tkn.func
     def teardown(g, buf):
@@ -130,19 +127,20 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M):
 
     name = ("gemm_abt" if transpose_b else "gemm_ab") + (f"_c{cluster}" if cluster > 1 else "") + (
         "" if BN == 256 else f"_n{BN}")
-    return lcf(name=name, args=("c", "a", "b", "tma_a", "tma_b", "tma_c"), tasks=tasks, iters=iters, load=load,
+    return lcf(name=name, args=("c", "a", "b", "tma_a", "tma_b", "tma_c"), tasks=tasks, iters=iters, setup=tile, load=load,
                compute=compute, finish=finish, teardown=teardown, stages=STAGES, stage_bytes=A_BYTES + B_BYTES,
-               bar_offset=t.bar_off, acc_cols=BN, cluster=cluster, producer_regs=56, consumer_regs=224)
+               bar_offset=t.bar_off, acc_cols=BN, cluster=cluster, producer_regs=56, consumer_regs=224,
+               mma_lag=mma_lag)
 
 
 _KERNELS = {}
 
 
-def kernel_for(transpose_b, cluster=1, t=WIDE, group_m=GROUP_M):
+def kernel_for(transpose_b, cluster=1, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
     """The kernel for a configuration, built once (bench/gemm_sweep.py tries others than the defaults)."""
-    key = (transpose_b, cluster, t.bn, t.bk, t.stages, t.parts, group_m)
+    key = (transpose_b, cluster, t.bn, t.bk, t.stages, t.parts, group_m, mma_lag)
     if key not in _KERNELS:
-        _KERNELS[key] = _make(transpose_b, cluster, t, group_m)
+        _KERNELS[key] = _make(transpose_b, cluster, t, group_m, mma_lag)
     return _KERNELS[key]
 
 
@@ -188,19 +186,19 @@ def _launcher(transpose_b, t):
     k = _kernels.get((transpose_b, cl, t))
     if k is None:
         from tkn.launch import Kernel
-        k = _kernels[transpose_b, cl, t] = Kernel(kernel_for(transpose_b, cl, t, GROUP_M), _signature(), block=384,
-                                                  smem=t.smem.launch_bytes, cluster=(cl, 1, 1) if cl > 1 else None)
+        k = _kernels[transpose_b, cl, t] = Kernel(kernel_for(transpose_b, cl, t, GROUP_M, MMA_LAG), _signature(),
+                                                  block=384, smem=t.smem.launch_bytes, cluster=(cl, 1, 1) if cl > 1 else None)
     return k
 
 
 def _boxes(transpose_b, t):
-    """TMA (box, swizzle bytes) of A and B: B's is one swizzle-wide column block of a row slice (the part one
-    CTA of a cluster loads)."""
+    """TMA (box, swizzle bytes) of A and B: one swizzle-wide column block, of the rows one CTA of a cluster
+    loads (tma.load_async_multicast splits B by whole column blocks where it has several, else by rows)."""
     cl, swz = _cluster(t), ptx.wgmma.st_swizzle_bytes
     a = (BM, t.bk), swz(t.bk, 2)
     if transpose_b:
         return a, ((t.bn // cl, t.bk), swz(t.bk, 2))
-    return a, ((t.bk // cl, swz(t.bn, 2) // 2), swz(t.bn, 2))
+    return a, ((t.bk, swz(t.bn, 2) // 2), swz(t.bn, 2))
 
 
 def _grid(M, N, sms, t, transpose_b):

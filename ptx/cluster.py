@@ -54,7 +54,7 @@ fence_mbarrier_init = asm_leaf(
     "fence_mbarrier_init", "fence.mbarrier_init.release.cluster;", memory=True, volatile=True,
     twin=lambda: None, doc="Make this thread's mbarrier.init visible to the cluster (before cluster_sync).")
 mbarrier_arrive_cluster = asm_leaf(
-    "mbarrier_arrive_cluster", "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [$0];", ins=("b32",),
+    "mbarrier_arrive_cluster", "mbarrier.arrive.shared::cluster.b64 _, [$0];", ins=("b32",),
     memory=True, volatile=True, twin=_remote_arrive_twin,
     doc="Arrive on the mbarrier at a shared::cluster address (mapa_shared), possibly in another CTA.")
 tma_load_2d_multicast = asm_leaf(

@@ -43,6 +43,21 @@ def test_gemm_tile_and_ragged(transpose_b, tiles, monkeypatch):
         _run(M, N, K, transpose_b, rng)
 
 
+@pytest.mark.gpu_only
+@pytest.mark.parametrize("transpose_b", [False, True])
+@pytest.mark.parametrize("lag", [0, 1])
+def test_gemm_cluster_multicast(transpose_b, lag, monkeypatch):
+    """2-CTA clusters multicasting B (split by column blocks for a @ b, by rows for a @ w.T), either mma lag."""
+    monkeypatch.setattr(G, "CLUSTER", 2)
+    monkeypatch.setattr(G, "MMA_LAG", lag)
+    monkeypatch.setattr(G, "_tiles", lambda M, N, sms: G.WIDE)
+    monkeypatch.setattr(G, "_kernels", {})
+    monkeypatch.setattr(G, "_plans", {})
+    rng = np.random.default_rng()
+    for M, N, K in [(512, 512, 256), (1000, 1032, 520), (4096, 4096, 1024), (136, 8, 8)]:
+        _run(M, N, K, transpose_b, rng)
+
+
 def test_gemm_rejects_bad_input():
     a = np.zeros((64, 60), np.uint16)
     with pytest.raises(ValueError, match="multiples of 8"):

@@ -10,11 +10,12 @@ from tkn.jit import func
 
 
 def unrolled(name, params, setup, body, dims):
-    """def name(*params): s = setup(*params); body(*params, *s, i, j, ...) for every (i, j, ...) in dims."""
+    """def name(*params): s = setup(*params); body(*params, s, i, j, ...) for every (i, j, ...) in dims.
+    With setup None: body(*params, i, j, ...)."""
     ps = ", ".join(params)
-    lines = [f"def {name}({ps}):", f"    s = setup({ps})"]
+    lines = [f"def {name}({ps}):"] + ([f"    s = setup({ps})"] if setup is not None else [])
     for idx in itertools.product(*(range(d) for d in dims)):
-        lines.append(f"    body({ps}, s, {', '.join(map(str, idx))})")
+        lines.append(f"    body({ps}{', s' if setup is not None else ''}, {', '.join(map(str, idx))})")
     ns = {"setup": setup, "body": body}
     exec("\n".join(lines), ns)
     return func(ns[name])

@@ -49,18 +49,30 @@ def load_async(dst, tmap, coord, bar):
 
 @op
 def load_async_multicast(dst, tmap, coord, bar, mask, part, parts):
-    """Cluster load: this CTA loads slice `part` of `parts` equal row slices of the tile at coord (2-D) and
-    multicasts it to every CTA in `mask` (same shared offset, same mbarrier offset in each). The tensormap's
-    box must be (rows // parts) x (swizzle width). Each CTA's bar receives the bytes of every slice sent to it."""
+    """Cluster load: this CTA loads part `part` of `parts` equal parts of the tile at coord (2-D) and multicasts
+    it to every CTA in `mask` (same shared offset, same mbarrier offset in each); each CTA's bar receives the
+    bytes of every part sent to it. A tile of several swizzle-wide column blocks is split by whole blocks (the
+    box stays the ordinary one); a one-block tile by row slices (box (rows // parts) x swizzle width)."""
     rank = _check("tma.load_async_multicast", dst, coord)
     expect(rank == 2, "tma.load_async_multicast", "coord", "(r, c)", coord)
     n = getattr(parts, "literal_value", getattr(parts, "value", parts))
     if not isinstance(n, int):
         return None
-    expect(dst.rows % n == 0 and (dst.rows // n) % 8 == 0, "tma.load_async_multicast", "parts",
-           f"a divisor of {dst.rows} leaving multiples of 8 rows", n)
     nbox, w, box_bytes = _boxes(dst)
     R, C, S = dst.rows, dst.cols, dst.swizzle
+    if nbox % n == 0:
+        per = nbox // n
+
+        def impl(dst, tmap, coord, bar, mask, part, parts):
+            base = ptx.shared_address(dst, 0)
+            t = ptx.global_address(tmap, 0)
+            for j in range(per):
+                i = part * per + j
+                ptx.tma_load_2d_multicast(base + i * box_bytes, t, bar, mask, coord[1] * C + i * w, coord[0] * R)
+        return impl
+
+    expect(nbox == 1 and R % n == 0 and (R // n) % 8 == 0, "tma.load_async_multicast", "parts",
+           f"a divisor of the {nbox} column blocks, or of {R} rows leaving multiples of 8", n)
     rows = R // n
 
     def impl(dst, tmap, coord, bar, mask, part, parts):

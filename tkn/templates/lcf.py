@@ -13,13 +13,15 @@ in every CTA of the cluster.
 A kernel author writes small device functions (tkn.func), each receiving `g`, the tuple of kernel arguments:
     tasks(g) -> int                                 how many tasks in all
     iters(g, task) -> int                           input stages one task consumes
+    setup(g, task) -> common                        optional, once per task and role: what the callbacks below
+                                                    get as `task` (e.g. the tile's coordinates; default: task)
     load(g, smem, stage, task, it, bar)             one producer thread: issue TMA loads of stage `stage`,
                                                     completing on `bar` (already armed with stage_bytes)
     compute(g, smem, stage, acc, task, it)          a consumer warpgroup: wgmma on the stage into acc
     finish(g, smem, acc, task)                      a consumer warpgroup: write the task's result
     teardown(g, smem)                               optional, a consumer warpgroup after its last task
 `acc` is each consumer warp's rt_fl(16, acc_cols) (its strip of the warpgroup's 64 x acc_cols accumulator).
-The template keeps one stage of wgmmas in flight and frees a stage once its wgmmas are done.
+The template frees a stage once its wgmmas are done (mma_lag: whether one stage stays in flight).
 """
 from numba import cuda
 
@@ -54,10 +56,11 @@ def {name}({args}):
             stage = 0
             phase = 0
             for task in range(first, ntasks, step):
+                common = setup(g, task)
                 for it in range(iters(g, task)):
                     ptx.mbarrier_wait_parity(bars + 8 * (STAGES + stage), phase ^ 1)   # stage is free
                     ptx.mbarrier_arrive_expect_tx(bars + 8 * stage, STAGE_BYTES)
-                    load(g, smem, stage, task, it, bars + 8 * stage)
+                    load(g, smem, stage, common, it, bars + 8 * stage)
                     stage += 1
                     if stage == STAGES:
                         stage = 0
@@ -68,22 +71,26 @@ def {name}({args}):
         stage = 0
         phase = 0
         for task in range(first, ntasks, step):
+            common = setup(g, task)
             last = stage
             for it in range(iters(g, task)):
                 ptx.mbarrier_wait_parity(bars + 8 * stage, phase)                # stage is full
-                compute(g, smem, stage, acc, task, it)
-                # keep this stage's wgmmas in flight; the previous stage's are done: hand it back
-                warpgroup.mma_async_wait(acc, 1)
-                if it > 0 and tid % 128 == 0:
-                    release(bars + 8 * (STAGES + last))
+                compute(g, smem, stage, acc, common, it)
+                if MMA_LAG == 0:                          # wait for this stage's wgmmas: hand it back now
+                    warpgroup.mma_async_wait(acc, 0)
+                    release(bars + 8 * (STAGES + stage), tid % 128)
+                else:                                     # keep them in flight; the previous stage's are done
+                    warpgroup.mma_async_wait(acc, 1)
+                    if it > 0:
+                        release(bars + 8 * (STAGES + last), tid % 128)
                 last = stage
                 stage += 1
                 if stage == STAGES:
                     stage = 0
                     phase ^= 1
-            warpgroup.mma_async_wait(acc, 0)
-            if tid % 128 == 0:
-                release(bars + 8 * (STAGES + last))
+            if MMA_LAG > 0:
+                warpgroup.mma_async_wait(acc, 0)
+                release(bars + 8 * (STAGES + last), tid % 128)
 {finish}        teardown(g, smem)
     if CLUSTER > 1:
         ptx.cluster_sync()                            # no CTA leaves while a peer may still write to it
@@ -100,12 +107,13 @@ def out_empty(bars, o):
 
 
 @func
-def release(bar):
-    """A consumer is done with a stage: tell the producer of every CTA that multicasts into it."""
+def release(bar, t):
+    """A consumer warpgroup (t: thread rank in it) is done with a stage: tell the producer of every CTA that
+    multicasts into it, thread r signalling CTA r."""
     if CLUSTER > 1:
-        for r in range(CLUSTER):
-            ptx.mbarrier_arrive_cluster(ptx.mapa_shared(bar, r))
-    else:
+        if t < CLUSTER:
+            ptx.mbarrier_arrive_cluster(ptx.mapa_shared(bar, t))
+    elif t == 0:
         ptx.mbarrier_arrive(bar)
 '''
 
@@ -115,8 +123,13 @@ def _nothing(g, smem):
     pass
 
 
+@func
+def _the_task(g, task):
+    return task
+
+
 _LCF_FINISH = """\
-            finish(g, smem, acc, task)
+            finish(g, smem, acc, common)
 """
 
 _LCSF_INIT = """\
@@ -131,7 +144,7 @@ _LCSF_STORER = """\
             ophase = 0
             for task in range(first, ntasks, step):
                 ptx.mbarrier_wait_parity(out_full(bars, ostage), ophase)           # the consumers wrote it
-                store(g, smem, ostage, task)
+                store(g, smem, ostage, setup(g, task))
                 ptx.bulk_commit_group()
                 ptx.bulk_wait_group_read(0)                                          # TMA has read it out
                 ptx.mbarrier_arrive(out_empty(bars, ostage))
@@ -144,7 +157,7 @@ _LCSF_STORER = """\
 
 _LCSF_FINISH = """\
             ptx.mbarrier_wait_parity(out_empty(bars, ostage), ophase ^ 1)          # the output stage is free
-            finish(g, smem, acc, task, ostage)
+            finish(g, smem, acc, common, ostage)
             ptx.fence_proxy_async_shared()                # ordinary stores, then TMA reads: cross the proxy
             warpgroup.sync(1 + tid // 128)
             if tid % 128 == 0:
@@ -158,16 +171,18 @@ _LCSF_FINISH = """\
 
 def lcf(*, name, args, tasks, iters, load, compute, finish, stages, stage_bytes, bar_offset, acc_cols,
         consumers=2, producer_regs=40, consumer_regs=232, cluster=1, teardown=_nothing, store=None,
-        out_stages=0):
+        out_stages=0, mma_lag=1, setup=_the_task):
     """Build an LCF kernel (see the module doc). `args`: the kernel's parameter names; `bar_offset`: where in
     dynamic shared memory the template may put its 2*stages mbarriers (8 bytes each). With `cluster` > 1 the
     blocks of a cluster (launch with cluster=(n, 1, 1)) share each task and may multicast loads to each other:
     a stage is free only when the consumers of every CTA in the cluster are done with it.
+    `mma_lag`: 1 keeps one stage of wgmmas in flight while the next is issued (the stage is freed a step later);
+    0 waits for each stage's wgmmas and frees it at once (the other consumers keep the tensor cores busy).
     With `store` and `out_stages` it is LCSF (see lcsf)."""
     lcsf_mode = out_stages > 0
     ns = dict(store=store, OUT_STAGES=out_stages, cuda=cuda, ptx=ptx, warpgroup=warpgroup, dynamic_shared=dynamic_shared, rt_fl=rt_fl, func=func,
-              CLUSTER=cluster,
-              tasks=tasks, iters=iters, load=load, compute=compute, finish=finish, teardown=teardown, STAGES=stages,
+              CLUSTER=cluster, MMA_LAG=mma_lag,
+              tasks=tasks, iters=iters, setup=setup, load=load, compute=compute, finish=finish, teardown=teardown, STAGES=stages,
               STAGE_BYTES=stage_bytes, BAR_OFFSET=bar_offset, ACC_COLS=acc_cols, CONSUMERS=consumers,
               PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs)
     src = _SOURCE.format(name=name, args=", ".join(args), init_out=_LCSF_INIT if lcsf_mode else "",
