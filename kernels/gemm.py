@@ -4,7 +4,8 @@ LCF template: one producer warpgroup streams 128 x 64 tiles of A and 64 x 256 (o
 4-stage ring by TMA; two consumer warpgroups each own a 64 x 256 half of the 128 x 256 output tile (wgmma
 m64n256k16, 128 f32 accumulators per thread) and send it out in two 64 x 128 halves through a staging tile and
 TMA stores, which run on while the next task's wgmmas start.
-Persistent: ~one block per SM walks the tiles in L2-friendly groups of GROUP_M tile-rows.
+Persistent: ~one block per SM walks the tiles in L2-friendly groups of GROUP_M tile-rows; each task's tile
+coordinates are worked out once (the template's setup), so the producer's per-stage loop is a wait and 5 TMAs.
 Problems too small to fill half the SMs with 128 x 256 tiles use 128 x 128 (6 stages) or 128 x 64 (8 stages).
 """
 import os
@@ -164,8 +165,8 @@ def _signature():
     return (m, m, m, nt.uint8[::1], nt.uint8[::1], nt.uint8[::1])
 
 
-# Clusters of 2 along M can multicast B (TKN_GEMM_CLUSTER=2); measured slower on an H200 (bench/results/gemm.json:
-# tkn_1cta is the default), kept as the worked example of clusters. The simulator has no clusters.
+# Clusters of 2 along M multicast B (TKN_GEMM_CLUSTER=2): within noise of the 1-CTA default on H100 and H200
+# (bench/results/gemm.json, tkn_cluster2), kept as the worked example of clusters. The simulator has none.
 CLUSTER = 1 if SIM else int(os.environ.get("TKN_GEMM_CLUSTER", "1"))
 
 
