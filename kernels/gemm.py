@@ -128,10 +128,10 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
 
     name = ("gemm_abt" if transpose_b else "gemm_ab") + (f"_c{cluster}" if cluster > 1 else "") + (
         "" if BN == 256 else f"_n{BN}")
-    return lcf(name=name, args=("c", "a", "b", "tma_a", "tma_b", "tma_c"), tasks=tasks, iters=iters, setup=tile, load=load,
-               compute=compute, finish=finish, teardown=teardown, stages=STAGES, stage_bytes=A_BYTES + B_BYTES,
-               bar_offset=t.bar_off, acc_cols=BN, cluster=cluster, producer_regs=56, consumer_regs=224,
-               mma_lag=mma_lag)
+    return lcf(name=name, args=("c", "a", "b", "tma_a", "tma_b", "tma_c"), tasks=tasks, iters=iters, setup=tile,
+               load=load, compute=compute, finish=finish, teardown=teardown, stages=STAGES,
+               stage_bytes=A_BYTES + B_BYTES, bar_offset=t.bar_off, acc_cols=BN, cluster=cluster, producer_regs=56,
+               consumer_regs=224, mma_lag=mma_lag)
 
 
 _KERNELS = {}
@@ -188,7 +188,8 @@ def _launcher(transpose_b, t):
     if k is None:
         from tkn.launch import Kernel
         k = _kernels[transpose_b, cl, t] = Kernel(kernel_for(transpose_b, cl, t, GROUP_M, MMA_LAG), _signature(),
-                                                  block=384, smem=t.smem.launch_bytes, cluster=(cl, 1, 1) if cl > 1 else None)
+                                                  block=384, smem=t.smem.launch_bytes,
+                                                  cluster=(cl, 1, 1) if cl > 1 else None)
     return k
 
 
