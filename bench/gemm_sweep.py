@@ -13,27 +13,42 @@ from tkn.kernels import gemm  # noqa: E402
 G = sys.modules["tkn.kernels.gemm"]
 TRANSPOSE_B = os.environ.get("SWEEP_TRANSPOSE_B") == "1"       # a @ w.T instead of a @ b
 
-# (label, Tiles(bn, stages, parts[, bk]), group_m, cluster, mma_lag)
+# (label, Tiles(...) keywords, group_m, cluster, mma_lag)
+PP = dict(bn=256, stages=5, parts=4, buffers=1, pingpong=True)
 VARIANTS = [
-    ("wide", (256, 4, 2), 16, 1, 0),
-    ("wide lag1", (256, 4, 2), 16, 1, 1),
-    ("wide c2", (256, 4, 2), 16, 2, 0),
-    ("wide c2 lag1", (256, 4, 2), 16, 2, 1),
-    ("wide p4", (256, 4, 4), 16, 1, 0),
-    ("wide g8", (256, 4, 2), 8, 1, 0),
-    ("narrow", (128, 6, 2), 16, 1, 0),
-    ("narrowest", (64, 8, 1), 16, 1, 0),
+    ("wide", dict(bn=256, stages=4), 16, 1, 0),
+    ("wide lag1", dict(bn=256, stages=4), 16, 1, 1),
+    ("wide c2", dict(bn=256, stages=4), 16, 2, 0),
+    ("pingpong", PP, 16, 1, 1),
+    ("pingpong g32", PP, 32, 1, 1),
+    ("pingpong c2", PP, 16, 2, 1),
+    ("pingpong c2 g32", PP, 32, 2, 1),
+    ("pingpong lag0", PP, 16, 1, 0),
+    ("narrow", dict(bn=128, stages=6), 16, 1, 0),
+    ("narrowest", dict(bn=64, stages=8, parts=1), 16, 1, 0),
 ]
 SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192), (16384, 16384, 16384),
           (8192, 8192, 1024), (4096, 14336, 4096), (16384, 4096, 4096), (4096, 4096, 16384)]
 
 
 def use(tiles, group_m, cluster, lag):
-    t = G.Tiles(*tiles)
+    t = G.Tiles(**tiles)
     G._tiles = lambda M, N, sms: t
     G.GROUP_M, G.CLUSTER, G.MMA_LAG = group_m, cluster, lag
     G._plans.clear()
     G._kernels.clear()
+    G._launcher = lambda transpose_b, t: launcher(transpose_b, t, lag)
+
+
+def launcher(transpose_b, t, lag):
+    """G._launcher with this variant's mma lag (the module's picks lag 1 for ping-pong)."""
+    cl = G._cluster(t)
+    key = (transpose_b, cl, t, lag)
+    if key not in G._kernels:
+        from tkn.launch import Kernel
+        G._kernels[key] = Kernel(G.kernel_for(transpose_b, cl, t, G.GROUP_M, lag), G._signature(), block=384,
+                                 smem=t.smem.launch_bytes, cluster=(cl, 1, 1) if cl > 1 else None)
+    return G._kernels[key]
 
 
 def main():
@@ -48,7 +63,7 @@ def main():
         torch.matmul(a, b, out=ref)
         rec = {"shape": {"M": M, "N": N, "K": K}, "variants": {}}
         for label, tiles, group_m, cluster, lag in VARIANTS:
-            if tiles[0] < 256 and M * N > 2048 * 2048:
+            if tiles["bn"] < 256 and M * N > 2048 * 2048:
                 continue
             use(tiles, group_m, cluster, lag)
             if cluster > 1 and M == SHAPES[0][0]:

@@ -1,7 +1,8 @@
 """Small runs of each kernel for compute-sanitizer (memcheck / racecheck / synccheck):
     compute-sanitizer --tool racecheck python bench/sanitize.py
-Every GEMM tile configuration (and 2-CTA clusters) runs on a full-tile and a ragged problem, from numpy and from torch (two outputs
-in turn, so the launch plan's cached output pointer and store map are switched)."""
+Every GEMM tile configuration (and 2-CTA clusters) runs on a full-tile and a ragged problem, from numpy and from torch
+(two outputs in turn, so the launch plan's per-output copies are used), on a grid of at most two blocks (or clusters)
+so that each block walks several tasks (in ping-pong, each consumer several)."""
 import os
 import sys
 
@@ -20,8 +21,10 @@ err, _ = run(128, 128, 96)
 print("one-warp gemm err", err)
 rng = np.random.default_rng()
 worst = 0.0
-for tiles, cluster in [((256, 4, 2), 1), ((256, 4, 2), 2), ((256, 4, 4), 1), ((128, 6, 2), 1), ((64, 8, 1), 1)]:
-    t = G.Tiles(*tiles)
+full_grid = G._grid
+G._grid = lambda *args: min(full_grid(*args), 2 * G.CLUSTER)
+for t, cluster in [(G.WIDE, 1), (G.WIDE, 2), (G.Tiles(256, 4, parts=4), 1), (G.NARROW, 1), (G.NARROWEST, 1),
+                   (G.PINGPONG, 1), (G.PINGPONG, 2)]:
     G._tiles = lambda M, N, sms: t
     G.CLUSTER = cluster
     G._kernels.clear()

@@ -23,36 +23,42 @@ MMA_LAG = 0                                           # wait for each stage's wg
 
 
 class Tiles:
-    """One tile configuration: BM x bn output tiles, `stages` input stages, and the shared memory they need.
+    """One tile configuration: bm x bn tasks, `stages` input stages, and the shared memory they need.
+    Cooperative (bm = 128): the two consumer warpgroups split each 128 x bn tile by rows. Ping-pong (bm = 64):
+    each consumer takes whole 64 x bn tiles in turn, so one's epilogue runs under the other's wgmmas.
     Wide (bn=256) for big problems; narrower (bn=128, 64) when wide tiles would leave most SMs idle. The accumulator
-    leaves in `parts` column blocks through staging tiles: one per consumer warpgroup when parts <= 2, else
-    two, so one block's conversion overlaps the TMA store of the one before (measured slower at 8192^3)."""
+    leaves in `parts` column blocks through `buffers` staging tiles per consumer: with two, one block's conversion
+    overlaps the TMA store of the one before (measured slower at 8192^3)."""
 
-    def __init__(self, bn, stages, parts=2, bk=64):
+    def __init__(self, bn, stages, parts=2, bk=64, buffers=None, pingpong=False):
         BK = self.bk = bk
-        self.bn, self.stages, self.parts = bn, stages, parts
-        self.cw, self.buffers = bn // parts, 1 if parts <= 2 else 2
+        self.bm = bm = WM if pingpong else BM
+        self.bn, self.stages, self.parts, self.pingpong = bn, stages, parts, pingpong
+        self.cw = bn // parts
+        self.buffers = buffers or (1 if parts <= 2 else 2)
         self.smem = s = tkn.SharedLayout()
-        self.a_off = s.st("bf16", BM, BK, count=stages)
+        self.a_off = s.st("bf16", bm, BK, count=stages)
         self.b_off = s.st("bf16", BK, bn, count=stages)
         self.c_off = s.st("bf16", WM, self.cw, count=2 * self.buffers)
         self.bar_off = s.alloc(8 * 2 * stages, align=8)
-        self.a_bytes, self.b_bytes = tkn.st_bytes("bf16", BM, BK), tkn.st_bytes("bf16", BK, bn)
+        self.a_bytes, self.b_bytes = tkn.st_bytes("bf16", bm, BK), tkn.st_bytes("bf16", BK, bn)
         self.c_bytes = tkn.st_bytes("bf16", WM, self.cw)
 
     def __repr__(self):
-        return f"Tiles({BM}x{self.bn}, bk={self.bk}, stages={self.stages}, parts={self.parts})"
+        pp = ", pingpong" if self.pingpong else ""
+        return f"Tiles({self.bm}x{self.bn}, bk={self.bk}, stages={self.stages}, parts={self.parts}{pp})"
 
 
 WIDE, NARROW, NARROWEST = Tiles(256, 4), Tiles(128, 6), Tiles(64, 8, parts=1)
+PINGPONG = Tiles(256, 5, parts=4, buffers=1, pingpong=True)    # 5 x 40 KB stages, one 64 x 64 staging tile each
 
 
 def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
     """The A @ B (or A @ B^T) kernel with tiles `t`, for clusters of `cluster` CTAs stacked along M: they share
     each B tile, each CTA loading 1/cluster of it and multicasting it to all (less L2 traffic per FLOP)."""
-    BN, BK, STAGES = t.bn, t.bk, t.stages
+    BN, BK, STAGES, TM, PP = t.bn, t.bk, t.stages, t.bm, t.pingpong
     A_OFF, B_OFF, C_OFF, A_BYTES, B_BYTES, C_BYTES = t.a_off, t.b_off, t.c_off, t.a_bytes, t.b_bytes, t.c_bytes
-    HALF_A = A_BYTES // 2                              # a consumer's 64-row half of the A tile
+    HALF_A = 0 if PP else A_BYTES // 2                 # a consumer's 64 rows of the A tile
     CW, PARTS, NBUF = t.cw, t.parts, t.buffers
     PENDING = NBUF - 1                                 # stores that may still read staging tiles we won't touch
     b_rows, b_cols = (BN, BK) if transpose_b else (BK, BN)
@@ -62,7 +68,7 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
     @tkn.func
     def tasks(g):
         c = g[0]
-        return ((c.shape[0] + BM * cluster - 1) // (BM * cluster)) * ((c.shape[1] + BN - 1) // BN)
+        return ((c.shape[0] + TM * cluster - 1) // (TM * cluster)) * ((c.shape[1] + BN - 1) // BN)
 
     @tkn.func
     def iters(g, task):
@@ -73,7 +79,7 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
         """(tile row, tile col) of this CTA's part of a task. Tasks run column-major within groups of
         group_m tile rows, so the blocks running at once share A rows and B columns in L2."""
         c = g[0]
-        rows = (c.shape[0] + BM * cluster - 1) // (BM * cluster)
+        rows = (c.shape[0] + TM * cluster - 1) // (TM * cluster)
         cols = (c.shape[1] + BN - 1) // BN
         first = (task // (group * cols)) * group
         height = min(group, rows - first)
@@ -84,7 +90,7 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
     @tkn.func
     def load(g, buf, stage, where, it, bar):
         row, col = where
-        tma.load_async(tkn.st_bf(buf, A_OFF + stage * A_BYTES, BM, BK), g[3], (row, it), bar)
+        tma.load_async(tkn.st_bf(buf, A_OFF + stage * A_BYTES, TM, BK), g[3], (row, it), bar)
         b = tkn.st_bf(buf, B_OFF + stage * B_BYTES, b_rows, b_cols)
         bc = (col, it) if transpose_b else (it, col)
         if cluster > 1:
@@ -114,7 +120,8 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
         tma.fence_proxy_async()
         wg.sync(1 + w)
         if wg.laneid() == 0:
-            tma.store_async(g[5], c, (2 * row + w, PARTS * col + part))   # clipped at the edges by TMA
+            r = row if PP else 2 * row + w                    # in 64-row blocks
+            tma.store_async(g[5], c, (r, PARTS * col + part))  # clipped at the edges by TMA
             tma.store_commit()
 
     # finish: the parts one after another, each `part` a literal (acc stays in registers); the stores run on
@@ -127,11 +134,11 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
             tma.store_async_wait(0)                # shared memory must outlive the last store
 
     name = ("gemm_abt" if transpose_b else "gemm_ab") + (f"_c{cluster}" if cluster > 1 else "") + (
-        "" if BN == 256 else f"_n{BN}")
+        "" if BN == 256 else f"_n{BN}") + ("_pp" if PP else "")
     return lcf(name=name, args=("c", "a", "b", "tma_a", "tma_b", "tma_c"), tasks=tasks, iters=iters, setup=tile,
                load=load, compute=compute, finish=finish, teardown=teardown, stages=STAGES,
                stage_bytes=A_BYTES + B_BYTES, bar_offset=t.bar_off, acc_cols=BN, cluster=cluster, producer_regs=56,
-               consumer_regs=224, mma_lag=mma_lag)
+               consumer_regs=224, mma_lag=mma_lag, pingpong=PP)
 
 
 _KERNELS = {}
@@ -139,7 +146,7 @@ _KERNELS = {}
 
 def kernel_for(transpose_b, cluster=1, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
     """The kernel for a configuration, built once (bench/gemm_sweep.py tries others than the defaults)."""
-    key = (transpose_b, cluster, t.bn, t.bk, t.stages, t.parts, group_m, mma_lag)
+    key = (transpose_b, cluster, t.bn, t.bk, t.stages, t.parts, t.buffers, t.pingpong, group_m, mma_lag)
     if key not in _KERNELS:
         _KERNELS[key] = _make(transpose_b, cluster, t, group_m, mma_lag)
     return _KERNELS[key]
@@ -149,6 +156,7 @@ gemm_ab, gemm_abt = kernel_for(False), kernel_for(True)
 gemm_ab_c2, gemm_abt_c2 = kernel_for(False, 2), kernel_for(True, 2)
 gemm_ab_n128, gemm_abt_n128 = kernel_for(False, 1, NARROW), kernel_for(True, 1, NARROW)
 gemm_ab_n64, gemm_abt_n64 = kernel_for(False, 1, NARROWEST), kernel_for(True, 1, NARROWEST)
+gemm_ab_pp, gemm_abt_pp = kernel_for(False, 1, PINGPONG, mma_lag=1), kernel_for(True, 1, PINGPONG, mma_lag=1)
 
 
 # ------------------------------------------------------------------------------------------------ host side
@@ -170,11 +178,14 @@ def _signature():
 CLUSTER = 1 if SIM else int(os.environ.get("TKN_GEMM_CLUSTER", "1"))
 
 
+BIG = WIDE                                             # the tiles for big problems: WIDE or PINGPONG
+
+
 def _tiles(M, N, sms):
     """The widest tiles that fill at least half the SMs (1024 x 1024: 32 wide, 64 narrow, 128 narrowest)."""
     for t in (WIDE, NARROW):
         if -(-M // BM) * -(-N // t.bn) >= sms // 2:
-            return t
+            return BIG if t is WIDE else t
     return NARROWEST
 
 
@@ -187,7 +198,8 @@ def _launcher(transpose_b, t):
     k = _kernels.get((transpose_b, cl, t))
     if k is None:
         from tkn.launch import Kernel
-        k = _kernels[transpose_b, cl, t] = Kernel(kernel_for(transpose_b, cl, t, GROUP_M, MMA_LAG), _signature(),
+        lag = 1 if t.pingpong else MMA_LAG             # one consumer at a time: keep a stage in flight
+        k = _kernels[transpose_b, cl, t] = Kernel(kernel_for(transpose_b, cl, t, GROUP_M, lag), _signature(),
                                                   block=384, smem=t.smem.launch_bytes,
                                                   cluster=(cl, 1, 1) if cl > 1 else None)
     return k
@@ -197,7 +209,7 @@ def _boxes(transpose_b, t):
     """TMA (box, swizzle bytes) of A and B: one swizzle-wide column block, of the rows one CTA of a cluster
     loads (tma.load_async_multicast splits B by whole column blocks where it has several, else by rows)."""
     cl, swz = _cluster(t), ptx.wgmma.st_swizzle_bytes
-    a = (BM, t.bk), swz(t.bk, 2)
+    a = (t.bm, t.bk), swz(t.bk, 2)
     if transpose_b:
         return a, ((t.bn // cl, t.bk), swz(t.bk, 2))
     return a, ((t.bk, swz(t.bn, 2) // 2), swz(t.bn, 2))
@@ -207,7 +219,7 @@ def _grid(M, N, sms, t, transpose_b):
     """Persistent: one block per SM, or per resident cluster slot (a GPC may not hold a whole number of
     clusters, and clusters beyond the resident ones would wait for a whole first wave)."""
     cl = _cluster(t)
-    tasks = -(-M // (BM * cl)) * -(-N // t.bn)
+    tasks = -(-M // (t.bm * cl)) * -(-N // t.bn)
     slots = sms // cl if cl == 1 else min(sms // cl, _launcher(transpose_b, t).max_active_clusters())
     return cl * min(tasks, slots)
 
@@ -274,9 +286,26 @@ def _torch_plan(a, b):
     out = torch.empty((M, N), dtype=torch.bfloat16, device=a.device)
     launch = _launcher(transpose_b, t).prepare(grid, out, a, bop, tms[0], tms[1], _out_tensormap(out))
     launch.keep = (bop, tms)                       # the tensormaps must outlive the plan
-    launch.last_out, launch.out_map = out.data_ptr(), _out_tensormap(out)
-    return (launch, launch.data_slot(0), launch.data_slot(5), torch.Size((M, N)), a.device.index,
-            interop.torch_stream_getter(), launch.kernel._lock)
+    return _Plan(launch, torch.Size((M, N)), a.device.index, interop.torch_stream_getter())
+
+
+class _Plan:
+    """A cached torch call: the launch for (a, b), and one copy of it per output address seen (each with that
+    output's pointer and TMA store map), so a call writes no shared state and needs no lock."""
+
+    def __init__(self, launch, shape, device, stream):
+        self.launch, self.shape, self.device, self.stream = launch, shape, device, stream
+        self.slots = launch.data_slot(0), launch.data_slot(5)
+        self.outs = {}
+
+    def for_out(self, out):
+        if len(self.outs) > 64:
+            self.outs.clear()
+        tm = _out_tensormap(out)
+        go = self.launch.with_data({self.slots[0]: out.data_ptr(), self.slots[1]: tm.data_ptr()})
+        go.keep = (self.launch.keep, tm)           # held while this output address is in use
+        self.outs[out.data_ptr()] = go
+        return go
 
 
 _out_maps = {}
@@ -316,20 +345,16 @@ def gemm(a, b, out=None):
             if not a.is_contiguous():
                 _check(a, b)    # raises with the reason
             plan = _plans[key] = _torch_plan(a, b)
-        launch, out_slot, tm_slot, shape, device, stream, lock = plan
+        shape, device = plan.shape, plan.device
         if out is None:
             out = _torch.empty(shape, dtype=_BF16, device=a.device)
         elif out.dtype is not _BF16 or out.shape != shape or not out.is_contiguous() or out.get_device() != device:
             _check_out(out, *shape)
             raise ValueError(f"gemm: out must be a contiguous bf16 tensor on cuda:{device}")
-        p = out.data_ptr()
-        with lock:                                 # the plan's parameter buffer is shared between threads
-            if p != launch.last_out:               # a new output: its pointer and its TMA store map
-                launch.out_map = _out_tensormap(out)   # held by the plan while its address is in use
-                launch.u64[out_slot] = p
-                launch.u64[tm_slot] = launch.out_map.data_ptr()
-                launch.last_out = p
-            launch(stream(device))
+        go = plan.outs.get(out.data_ptr())
+        if go is None:
+            go = plan.for_out(out)
+        go(plan.stream(device))
         return out
     return _gemm_generic(a, b, out)
 

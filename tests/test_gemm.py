@@ -28,15 +28,21 @@ def _run(M, N, K, transpose_b, rng):
     assert err < 1e-2, err
 
 
-@pytest.mark.parametrize("tiles", [(256, 4, 2), (256, 4, 4), (128, 6, 2), (64, 8, 1), (256, 8, 2, 32)], ids=lambda t: "x".join(map(str, t)))
+TILES = [G.Tiles(256, 4), G.Tiles(256, 4, parts=4), G.Tiles(128, 6), G.Tiles(64, 8, parts=1),
+         G.Tiles(256, 8, bk=32), G.PINGPONG]
+
+
+@pytest.mark.parametrize("tiles", TILES, ids=repr)
 @pytest.mark.parametrize("transpose_b", [False, True])
 def test_gemm_tile_and_ragged(transpose_b, tiles, monkeypatch):
-    """Every tile configuration (bn, stages, epilogue parts), not only the one the problem size picks."""
-    t = G.Tiles(*tiles)
-    monkeypatch.setattr(G, "_tiles", lambda M, N, sms: t)
+    """Every tile configuration (bn, stages, epilogue parts, ping-pong), not only the one the size picks."""
+    monkeypatch.setattr(G, "_tiles", lambda M, N, sms: tiles)
     rng = np.random.default_rng()
     if tkn.ptx.SIM:   # the emulator runs 384 Python threads a block: one full tile, one ragged problem
         shapes = [(128, 256, 64), (72 + 8 * int(rng.integers(0, 6)), 136, 80)]
+        if tiles.pingpong:   # one block, 6 tasks: each consumer takes 3 in turn, stepping over the other's stages
+            monkeypatch.setattr(G, "_num_sms", lambda: 1)
+            shapes = [(384 - 8 * int(rng.integers(0, 4)), 256, 128)]
     else:
         shapes = [(128, 256, 64), (1000, 1032, 520), (4096, 4096, 4096), (333, 8, 8)]
     for M, N, K in shapes:
@@ -72,7 +78,7 @@ def test_gemm_rejects_bad_input():
 
 @pytest.mark.sass
 @pytest.mark.parametrize("kernel", ["gemm_ab", "gemm_abt", "gemm_ab_c2", "gemm_abt_c2", "gemm_ab_n128",
-                                    "gemm_abt_n128", "gemm_ab_n64"])
+                                    "gemm_abt_n128", "gemm_ab_n64", "gemm_ab_pp", "gemm_abt_pp"])
 def test_gemm_sass(kernel):
     """The Hopper GEMM is what it claims: wgmma, TMA loads, register reallocation, and no local memory."""
     import tkn.sass
@@ -81,7 +87,7 @@ def test_gemm_sass(kernel):
     n = tkn.sass.count(s, "HGMMA", "UTMALDG", "USETMAXREG", "LDL", "STL")
     assert n["HGMMA"] >= 4 and n["UTMALDG"] >= 2 and n["USETMAXREG"] == 2, n
     assert n["LDL"] == 0 and n["STL"] == 0, n
-    bn = kernel.rsplit("_n", 1)[1] if "_n" in kernel else "256"
+    bn = kernel.split("_n")[1].split("_")[0] if "_n" in kernel else "256"
     assert f"HGMMA.64x{bn}x16.F32.BF16" in s
     for warning in ("C7504", "C7508", "C7510", "C7511", "C7514", "C7517", "C7519"):   # setmaxnreg dropped,
         assert warning not in info[0], info[0]                                       # wgmma serialized
@@ -97,3 +103,27 @@ def test_gemm_torch_matches_cublas():
             out = gemm(a, b)
             ref = a.double() @ b.double()
             assert ((out.double() - ref).norm() / ref.norm()).item() < 1e-2
+
+
+@pytest.mark.gpu_only
+def test_gemm_torch_outputs_switch_and_threads():
+    """One (a, b) plan, many outputs: each call must write its own out (poisoned first), also from threads."""
+    torch = pytest.importorskip("torch")
+    from concurrent.futures import ThreadPoolExecutor
+    M, N, K = 640, 768, 512
+    a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(K, N, device="cuda", dtype=torch.bfloat16)
+    ref = a.double() @ b.double()
+    outs = [torch.empty(M, N, device="cuda", dtype=torch.bfloat16) for _ in range(6)]
+
+    def run(i):
+        out = outs[i % len(outs)]
+        out.fill_(float("nan"))
+        assert gemm(a, b, out) is out
+        torch.cuda.current_stream().synchronize()
+        return ((out.double() - ref).norm() / ref.norm()).item()
+
+    errs = [run(i) for i in range(2 * len(outs))]
+    with ThreadPoolExecutor(len(outs)) as pool:
+        errs += list(pool.map(run, range(len(outs))))
+    assert all(e < 1e-2 for e in errs), errs     # NaN fails the comparison too

@@ -605,6 +605,14 @@ class Prepared:
     def data_slot(self, i):
         return self.kernel._params.specs[i].data
 
+    def with_data(self, values):
+        """A copy whose parameter slots {slot: value} are rewritten: a launch per output buffer, say, so that
+        no call writes a buffer another thread may be launching from."""
+        buf = self.buf.copy()
+        for slot, v in values.items():
+            buf.view(np.uint64)[slot] = v
+        return Prepared(self.kernel, self.grid, self.smem, buf, self.framework)
+
     def __call__(self, stream=0):
         cs = _custreams.get(stream)
         if cs is None:

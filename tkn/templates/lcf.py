@@ -22,6 +22,11 @@ A kernel author writes small device functions (tkn.func), each receiving `g`, th
     teardown(g, smem)                               optional, a consumer warpgroup after its last task
 `acc` is each consumer warp's rt_fl(16, acc_cols) (its strip of the warpgroup's 64 x acc_cols accumulator).
 The template frees a stage once its wgmmas are done (mma_lag: whether one stage stays in flight).
+
+Ping-pong (pingpong=True, as CUTLASS's schedule of that name): the consumers take the block's tasks in turn, each
+a whole task with its own accumulator, so one consumer's finish runs under the next one's wgmmas. Named barriers
+1 + consumers .. 2 * consumers order their mainloops (a consumer starts once the previous task's owner has
+issued all of its); callbacks may use ids 1 .. consumers (e.g. warpgroup.sync(1 + groupid)).
 """
 from numba import cuda
 
@@ -39,7 +44,7 @@ def {name}({args}):
     if tid == 0:
         for s in range(STAGES):
             ptx.mbarrier_init(bars + 8 * s, 1)
-            ptx.mbarrier_init(bars + 8 * (STAGES + s), CONSUMERS * CLUSTER)
+            ptx.mbarrier_init(bars + 8 * (STAGES + s), (1 if PINGPONG else CONSUMERS) * CLUSTER)
 {init_out}        ptx.fence_proxy_async_shared()
         if CLUSTER > 1:
             ptx.fence_mbarrier_init()
@@ -68,9 +73,19 @@ def {name}({args}):
 {storer}    else:                                             # consumer warpgroups
         warpgroup.increase_registers(CONSUMER_REGS)
         acc = rt_fl(16, ACC_COLS)
+        me = tid // 128
         stage = 0
         phase = 0
+        turn = 0                                      # ping-pong: the consumer whose task this is
         for task in range(first, ntasks, step):
+            if PINGPONG and turn != me:               # another consumer's task: step over its stages
+                pos = stage + iters(g, task)
+                phase ^= (pos // STAGES) & 1
+                stage = pos % STAGES
+                turn = (turn + 1) % CONSUMERS
+                continue
+            if PINGPONG and task != first:            # the last task's owner has waited on all of its stages:
+                ptx.bar_sync(ORDER_BAR + me, 256)     # no parity wait of ours can pass a phase early
             common = setup(g, task)
             last = stage
             for it in range(iters(g, task)):
@@ -88,6 +103,10 @@ def {name}({args}):
                 if stage == STAGES:
                     stage = 0
                     phase ^= 1
+            if PINGPONG:
+                if task + step < ntasks:              # the next task's owner may start its wgmmas
+                    ptx.bar_arrive(ORDER_BAR + (me + 1) % CONSUMERS, 256)
+                turn = (turn + 1) % CONSUMERS
             if MMA_LAG > 0:
                 warpgroup.mma_async_wait(acc, 0)
                 release(bars + 8 * (STAGES + last), tid % 128)
@@ -171,17 +190,21 @@ _LCSF_FINISH = """\
 
 def lcf(*, name, args, tasks, iters, load, compute, finish, stages, stage_bytes, bar_offset, acc_cols,
         consumers=2, producer_regs=40, consumer_regs=232, cluster=1, teardown=_nothing, store=None,
-        out_stages=0, mma_lag=1, setup=_the_task):
+        out_stages=0, mma_lag=1, setup=_the_task, pingpong=False):
     """Build an LCF kernel (see the module doc). `args`: the kernel's parameter names; `bar_offset`: where in
     dynamic shared memory the template may put its 2*stages mbarriers (8 bytes each). With `cluster` > 1 the
     blocks of a cluster (launch with cluster=(n, 1, 1)) share each task and may multicast loads to each other:
     a stage is free only when the consumers of every CTA in the cluster are done with it.
     `mma_lag`: 1 keeps one stage of wgmmas in flight while the next is issued (the stage is freed a step later);
     0 waits for each stage's wgmmas and frees it at once (the other consumers keep the tensor cores busy).
+    `pingpong`: the consumers take whole tasks in turn (see the module doc); use mma_lag=1 with it.
     With `store` and `out_stages` it is LCSF (see lcsf)."""
     lcsf_mode = out_stages > 0
+    if pingpong and lcsf_mode:
+        raise ValueError("lcf: pingpong with an output ring (lcsf) is not supported: each output stage expects "
+                         "every consumer's part")
     ns = dict(store=store, OUT_STAGES=out_stages, cuda=cuda, ptx=ptx, warpgroup=warpgroup, dynamic_shared=dynamic_shared, rt_fl=rt_fl, func=func,
-              CLUSTER=cluster, MMA_LAG=mma_lag,
+              CLUSTER=cluster, MMA_LAG=mma_lag, PINGPONG=pingpong, ORDER_BAR=1 + consumers,
               tasks=tasks, iters=iters, setup=setup, load=load, compute=compute, finish=finish, teardown=teardown, STAGES=stages,
               STAGE_BYTES=stage_bytes, BAR_OFFSET=bar_offset, ACC_COLS=acc_cols, CONSUMERS=consumers,
               PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs)
@@ -189,8 +212,7 @@ def lcf(*, name, args, tasks, iters, load, compute, finish, stages, stage_bytes,
                          storer=_LCSF_STORER if lcsf_mode else "",
                          finish=(_LCSF_FINISH if lcsf_mode else _LCF_FINISH))
     if lcsf_mode:   # the consumers count output stages across tasks too
-        src = src.replace("        stage = 0\n        phase = 0\n        for task",
-                          "        stage = 0\n        phase = 0\n        ostage = 0\n        ophase = 0\n        for task")
+        src = src.replace("        turn = 0", "        ostage = 0\n        ophase = 0\n        turn = 0")
     return _build(name, src, ns, threads=128 * (consumers + 1), min_blocks=1)
 
 
