@@ -7,7 +7,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import time_ms, write  # noqa: E402
+from common import time_ms, time_pair_ms, write  # noqa: E402
 from tkn.kernels import gemm  # noqa: E402
 
 G = sys.modules["tkn.kernels.gemm"]
@@ -55,20 +55,21 @@ def main(quick=False):
         with_cluster(2)
         t_two = time_ms(lambda: gemm(a, b, out), reps=reps)
         with_cluster(1)                                    # the default
-        t_tkn = time_ms(lambda: gemm(a, b, out), reps=reps)
-        t_ref = time_ms(lambda: torch.matmul(a, b, out=ref), reps=reps)
+        t_tkn, t_ref = time_pair_ms(lambda: gemm(a, b, out), lambda: torch.matmul(a, b, out=ref), reps=reps)
         err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
         tk, cb, two = flops / t_tkn / 1e9, flops / t_ref / 1e9, flops / t_two / 1e9
         records.append({"shape": {"M": M, "N": N, "K": K}, "tkn": round(tk, 1), "baselines": {"cublas": round(cb, 1)},
-                        "tkn_cluster2": round(two, 1), "rel_err_vs_cublas": err})
+                        "tkn_cluster2": round(two, 1), "rel_err_vs_cublas": err,
+                        "tiles": repr(G._tiles(M, N, K, torch.cuda.get_device_properties(0).multi_processor_count))})
         print(f"{M:>6} {N:>6} {K:>6} {tk:>8.1f} {cb:>8.1f} {tk / cb:>6.2f} {two:>7.1f}  {err:.1e}", flush=True)
         del a, b, out, ref
     us = host_overhead_us()
     print(f"host time per gemm() call (torch tensors): {us:.1f} us")
     path = write("gemm", "TFLOP/s", records, host_us=round(us, 2),
                  method="median of 20 calls (200 below 10 GFLOP), each timed alone by CUDA events after a sync, so "
-                        "host launch time is included for both; after 5 warm-ups",
-                 notes="tkn: the default 1-CTA persistent kernel; tkn_cluster2: 2-CTA clusters multicasting B")
+                        "host launch time is included for both; after 5 warm-ups; tkn and cuBLAS calls alternate",
+                 notes="tkn: the default 1-CTA persistent kernel (tiles: the configuration it picked); tkn_cluster2: "
+                       "2-CTA clusters multicasting B (cooperative tiles only: ping-pong shapes run 1-CTA)")
     print("wrote", path)
 
 

@@ -37,8 +37,7 @@ def main():
     b = torch.randn(256, 256, device="cuda", dtype=torch.bfloat16)
     out = torch.empty(128, 256, device="cuda", dtype=torch.bfloat16)
     gemm(a, b, out)
-    plan = next(iter(G._plans.values()))
-    launch, shape = plan.outs[out.data_ptr()], plan.shape
+    launch = next(v for k, v in G._plans.items() if len(k) == 12)[0]    # the cached (a, b, out) call
     stream = torch._C._cuda_getCurrentRawStream(0)
     from cuda.bindings import driver
     cs = driver.CUstream(stream)
@@ -52,10 +51,10 @@ def main():
         ("torch.matmul(a, b, out=out)", lambda: torch.matmul(a, b, out=out)),
         ("tkn gemm(a, b, out)", lambda: gemm(a, b, out)),
         ("tkn gemm(a, b)  (allocates out)", lambda: gemm(a, b)),
-        ("plan key only", lambda: (a.data_ptr(), b.data_ptr(), a.shape, a.stride(), b.shape, b.stride(), a.dtype,
-                                   b.dtype, a.get_device())),
-        ("out checks", lambda: (out.shape != shape or out.dtype != torch.bfloat16 or not out.is_contiguous()
-                                or out.get_device() != 0)),
+        ("call key only (12 tensor reads)", lambda: (a.data_ptr(), b.data_ptr(), out.data_ptr(), a.shape, b.shape,
+                                                    out.shape, a.stride(), b.stride(), out.stride(), a.dtype,
+                                                    b.dtype, out.dtype)),
+        ("torch out.zero_() (torch's own C++ launch)", lambda: out.zero_()),
         ("torch current stream", lambda: torch._C._cuda_getCurrentRawStream(0)),
         ("Prepared(stream)", lambda: launch(stream)),
         ("cuda.bindings cuLaunchKernel", lambda: driver.cuLaunchKernel(f, gx, gy, gz, bx, by, bz, smem, cs, ptr, 0)),
@@ -65,7 +64,7 @@ def main():
     for name, fn in rows:
         us = per_call_us(fn)
         records.append({"shape": {"M": 128, "N": 256, "K": 256, "layer": name}, "us": round(us, 2)})
-        print(f"{name:<36} {us:6.2f} us", flush=True)
+        print(f"{name:<44} {us:6.2f} us", flush=True)
     print("wrote", write("host", "us per call", records))
 
 

@@ -25,7 +25,7 @@ full_grid = G._grid
 G._grid = lambda *args: min(full_grid(*args), 2 * G.CLUSTER)
 for t, cluster in [(G.WIDE, 1), (G.WIDE, 2), (G.Tiles(256, 4, parts=4), 1), (G.NARROW, 1), (G.NARROWEST, 1),
                    (G.PINGPONG, 1), (G.PINGPONG, 2)]:
-    G._tiles = lambda M, N, sms: t
+    G._tiles = lambda M, N, K, sms: t
     G.CLUSTER = cluster
     G._kernels.clear()
     G._plans.clear()

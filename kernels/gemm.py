@@ -178,19 +178,22 @@ def _signature():
 CLUSTER = 1 if SIM else int(os.environ.get("TKN_GEMM_CLUSTER", "1"))
 
 
-BIG = WIDE                                             # the tiles for big problems: WIDE or PINGPONG
+PINGPONG_MAX_K = 2048       # ping-pong tiles up to this K (8192 x 8192 x 1024: 645 vs 575 TFLOP/s on the H100;
+                            # at 8192^3 and 16384^3 the cooperative 128 x 256 tiles win: B is loaded half as often)
 
 
-def _tiles(M, N, sms):
-    """The widest tiles that fill at least half the SMs (1024 x 1024: 32 wide, 64 narrow, 128 narrowest)."""
-    for t in (WIDE, NARROW):
-        if -(-M // BM) * -(-N // t.bn) >= sms // 2:
-            return BIG if t is WIDE else t
+def _tiles(M, N, K, sms):
+    """The widest tiles that fill at least half the SMs (1024 x 1024: 32 wide, 64 narrow, 128 narrowest); wide
+    ones in ping-pong where K is short and the epilogue a large share of each tile's time."""
+    if -(-M // BM) * -(-N // WIDE.bn) >= sms // 2:
+        return PINGPONG if K <= PINGPONG_MAX_K else WIDE
+    if -(-M // BM) * -(-N // NARROW.bn) >= sms // 2:
+        return NARROW
     return NARROWEST
 
 
 def _cluster(t):
-    return CLUSTER if t.bn == 256 else 1
+    return CLUSTER if t.bn == 256 and not t.pingpong else 1   # ping-pong in clusters measured 0.64-0.97x
 
 
 def _launcher(transpose_b, t):
@@ -269,7 +272,7 @@ def _check_out(out, M, N):
         raise ValueError(f"gemm: out has shape {tuple(io.shape)}, expected ({M}, {N})")
 
 
-_plans = {}
+_plans = {}   # torch calls: (a, b) -> _Plan and (a, b, out) -> (launch, stream getter, device); keys differ in length
 
 
 def _torch_plan(a, b):
@@ -277,7 +280,7 @@ def _torch_plan(a, b):
     import torch
     M, N, K, transpose_b = _check(a, b)
     sms = torch.cuda.get_device_properties(a.device).multi_processor_count
-    t = _tiles(M, N, sms)
+    t = _tiles(M, N, K, sms)
     grid = _grid(M, N, sms, t, transpose_b)
     bop = b.T if transpose_b else b
     tms = [torch.from_numpy(tma.encode_tensormap("bfloat16", x.data_ptr(), tuple(x.shape),
@@ -286,26 +289,40 @@ def _torch_plan(a, b):
     out = torch.empty((M, N), dtype=torch.bfloat16, device=a.device)
     launch = _launcher(transpose_b, t).prepare(grid, out, a, bop, tms[0], tms[1], _out_tensormap(out))
     launch.keep = (bop, tms)                       # the tensormaps must outlive the plan
-    return _Plan(launch, torch.Size((M, N)), a.device.index, interop.torch_stream_getter())
+    return _Plan(launch, (M, N), a.device.index)
 
 
 class _Plan:
-    """A cached torch call: the launch for (a, b), and one copy of it per output address seen (each with that
-    output's pointer and TMA store map), so a call writes no shared state and needs no lock."""
+    """The launch for (a, b); for_out copies it with an output's pointer and TMA store map, so that each cached
+    call has its own parameters: a call writes no shared state and needs no lock."""
 
-    def __init__(self, launch, shape, device, stream):
-        self.launch, self.shape, self.device, self.stream = launch, shape, device, stream
+    def __init__(self, launch, shape, device):
+        self.launch, self.shape, self.device = launch, shape, device
         self.slots = launch.data_slot(0), launch.data_slot(5)
-        self.outs = {}
 
     def for_out(self, out):
-        if len(self.outs) > 64:
-            self.outs.clear()
         tm = _out_tensormap(out)
         go = self.launch.with_data({self.slots[0]: out.data_ptr(), self.slots[1]: tm.data_ptr()})
-        go.keep = (self.launch.keep, tm)           # held while this output address is in use
-        self.outs[out.data_ptr()] = go
+        go.keep = (self.launch.keep, tm)           # held while this call is cached
         return go
+
+
+def _torch_call(key, a, b, out):
+    """Check a torch call and cache it under `key`: its prepared launch, the stream getter and the device.
+    None when the tensors are not all on the GPU (the generic path takes those)."""
+    if not (a.is_cuda and b.is_cuda and out.is_cuda):
+        return None
+    if len(_plans) > 1024:
+        _plans.clear()
+    ab = key[:2] + key[3:5] + key[6:8] + key[9:11]
+    plan = _plans.get(ab)
+    if plan is None:
+        plan = _plans[ab] = _torch_plan(a, b)
+    _check_out(out, *plan.shape)
+    if out.get_device() != plan.device:
+        raise ValueError(f"gemm: out is on cuda:{out.get_device()} and a on cuda:{plan.device}")
+    call = _plans[key] = (plan.for_out(out), interop.torch_stream_getter(), plan.device)
+    return call
 
 
 _out_maps = {}
@@ -333,29 +350,18 @@ def gemm(a, b, out=None):
     K and N must be multiples of 8 (TMA's 16-byte row rule); any M, N, K otherwise: edges are masked by TMA.
     Returns out (allocated like a when None). Runs on torch's current stream for torch tensors."""
     if type(a) is _Tensor and type(b) is _Tensor:
-        # hot path: everything but the output pointer is cached per (a, b) address and layout (device pointers
-        # are unique across devices, so they name the device too)
-        key = (a.data_ptr(), b.data_ptr(), a.shape, a.stride(), b.shape, b.stride(), a.dtype, b.dtype)
-        plan = _plans.get(key)
-        if plan is None:
-            if not (a.is_cuda and b.is_cuda):
-                return _gemm_generic(a, b, out)
-            if len(_plans) > 1024:
-                _plans.clear()
-            if not a.is_contiguous():
-                _check(a, b)    # raises with the reason
-            plan = _plans[key] = _torch_plan(a, b)
-        shape, device = plan.shape, plan.device
-        if out is None:
-            out = _torch.empty(shape, dtype=_BF16, device=a.device)
-        elif out.dtype is not _BF16 or out.shape != shape or not out.is_contiguous() or out.get_device() != device:
-            _check_out(out, *shape)
-            raise ValueError(f"gemm: out must be a contiguous bf16 tensor on cuda:{device}")
-        go = plan.outs.get(out.data_ptr())
-        if go is None:
-            go = plan.for_out(out)
-        go(plan.stream(device))
-        return out
+        if out is None and a.is_cuda and a.dim() == 2 and b.dim() == 2:
+            out = _torch.empty((a.shape[0], b.shape[1]), dtype=_BF16, device=a.device)
+        if type(out) is _Tensor:
+            # hot path: one lookup by the three tensors' addresses and layouts (device pointers are unique across
+            # devices, so they name the device too); everything else was checked when the entry was made
+            key = (a.data_ptr(), b.data_ptr(), out.data_ptr(), a.shape, b.shape, out.shape, a.stride(), b.stride(),
+                   out.stride(), a.dtype, b.dtype, out.dtype)
+            call = _plans.get(key) or _torch_call(key, a, b, out)
+            if call is not None:
+                launch, stream, device = call
+                launch(stream(device))
+                return out
     return _gemm_generic(a, b, out)
 
 
@@ -369,7 +375,7 @@ def _gemm_generic(a, b, out):
     db = interop.as_device_array(b.T if transpose_b else b, "b", dtype="bfloat16", ndim=2)
     dc = interop.as_device_array(out, "out", dtype="bfloat16", ndim=2)
     sms = _num_sms()
-    t = _tiles(M, N, sms)
+    t = _tiles(M, N, K, sms)
     (box_a, swz_a), (box_b, swz_b) = _boxes(transpose_b, t)
     tm_a = _tensormap(da, box_a, swz_a)
     tm_b = _tensormap(db, box_b, swz_b)

@@ -36,7 +36,7 @@ TILES = [G.Tiles(256, 4), G.Tiles(256, 4, parts=4), G.Tiles(128, 6), G.Tiles(64,
 @pytest.mark.parametrize("transpose_b", [False, True])
 def test_gemm_tile_and_ragged(transpose_b, tiles, monkeypatch):
     """Every tile configuration (bn, stages, epilogue parts, ping-pong), not only the one the size picks."""
-    monkeypatch.setattr(G, "_tiles", lambda M, N, sms: tiles)
+    monkeypatch.setattr(G, "_tiles", lambda M, N, K, sms: tiles)
     rng = np.random.default_rng()
     if tkn.ptx.SIM:   # the emulator runs 384 Python threads a block: one full tile, one ragged problem
         shapes = [(128, 256, 64), (72 + 8 * int(rng.integers(0, 6)), 136, 80)]
@@ -56,7 +56,7 @@ def test_gemm_cluster_multicast(transpose_b, lag, monkeypatch):
     """2-CTA clusters multicasting B (split by column blocks for a @ b, by rows for a @ w.T), either mma lag."""
     monkeypatch.setattr(G, "CLUSTER", 2)
     monkeypatch.setattr(G, "MMA_LAG", lag)
-    monkeypatch.setattr(G, "_tiles", lambda M, N, sms: G.WIDE)
+    monkeypatch.setattr(G, "_tiles", lambda M, N, K, sms: G.WIDE)
     monkeypatch.setattr(G, "_kernels", {})
     monkeypatch.setattr(G, "_plans", {})
     rng = np.random.default_rng()
@@ -127,3 +127,7 @@ def test_gemm_torch_outputs_switch_and_threads():
     with ThreadPoolExecutor(len(outs)) as pool:
         errs += list(pool.map(run, range(len(outs))))
     assert all(e < 1e-2 for e in errs), errs     # NaN fails the comparison too
+    for bad, what in [(outs[0].view(torch.float16), "'out'"), (outs[0][:, :N // 2], "out"),
+                      (torch.empty(N, M, device="cuda", dtype=torch.bfloat16).T, "out")]:
+        with pytest.raises((TypeError, ValueError), match=what):   # the cached call must not take these
+            gemm(a, b, bad)
