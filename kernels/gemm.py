@@ -6,6 +6,8 @@ m64n256k16, 128 f32 accumulators per thread) and send it out in two 64 x 128 hal
 TMA stores, which run on while the next task's wgmmas start.
 Persistent: ~one block per SM walks the tiles in L2-friendly groups of GROUP_M tile-rows; each task's tile
 coordinates are worked out once (the template's setup), so the producer's per-stage loop is a wait and 5 TMAs.
+Short K (<= 2048, few k-steps per tile, so the epilogue weighs more): ping-pong, each consumer a whole 64 x 256
+tile in turn (5 stages of 64 x 64 A + 64 x 256 B), its epilogue under the other's wgmmas.
 Problems too small to fill half the SMs with 128 x 256 tiles use 128 x 128 (6 stages) or 128 x 64 (8 stages).
 """
 import os
