@@ -6,42 +6,29 @@ import os
 RESULTS = os.path.join(os.path.dirname(__file__), "results")
 
 
-def time_ms(fn, warmup=5, reps=20):
-    """Median milliseconds of fn() over `reps` CUDA-event-timed runs after `warmup` runs."""
+def medians_ms(*fns, warmup=5, reps=20):
+    """Median milliseconds of each fn() over `reps` runs after `warmup`, each call timed alone by CUDA events.
+    With several functions the calls alternate (f1, f2, f1, ...), so clock and temperature drift fall on all."""
     import torch
     for _ in range(warmup):
-        fn()
+        for fn in fns:
+            fn()
     torch.cuda.synchronize()
-    times = []
+    times = [[] for _ in fns]
     for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        e.synchronize()
-        times.append(s.elapsed_time(e))
-    times.sort()
-    return times[len(times) // 2]
-
-
-def time_pair_ms(fa, fb, warmup=5, reps=20):
-    """Medians (ms) of fa() and fb(), each call timed alone by CUDA events, the two alternating call by call so
-    that clock and temperature drift fall on both alike."""
-    import torch
-    for _ in range(warmup):
-        fa()
-        fb()
-    ta, tb = [], []
-    for _ in range(reps):
-        for fn, times in ((fa, ta), (fb, tb)):
-            torch.cuda.synchronize()
+        for fn, ts in zip(fns, times):
             s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             s.record()
             fn()
             e.record()
             e.synchronize()
-            times.append(s.elapsed_time(e))
-    return sorted(ta)[reps // 2], sorted(tb)[reps // 2]
+            ts.append(s.elapsed_time(e))
+    return tuple(sorted(ts)[reps // 2] for ts in times)
+
+
+def time_ms(fn, warmup=5, reps=20):
+    """Median milliseconds of fn() over `reps` CUDA-event-timed runs after `warmup` runs."""
+    return medians_ms(fn, warmup=warmup, reps=reps)[0]
 
 
 def write(kernel, unit, records, **extra):

@@ -7,7 +7,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import time_ms, time_pair_ms, write  # noqa: E402
+from common import time_ms, medians_ms, write  # noqa: E402
 from tkn.kernels import gemm  # noqa: E402
 
 G = sys.modules["tkn.kernels.gemm"]
@@ -44,7 +44,8 @@ def host_overhead_us(n=300):
 def main(quick=False):
     shapes = [(4096, 4096, 4096), (8192, 8192, 8192)] if quick else SHAPES
     records = []
-    print(f"{'M':>6} {'N':>6} {'K':>6} {'tkn':>8} {'cuBLAS':>8} {'ratio':>6} {'2-CTA':>7}  (TFLOP/s)  rel err")
+    print(f"{'M':>6} {'N':>6} {'K':>6} {'tkn':>8} {'cuBLAS':>8} {'ratio':>6} | one after the other: "
+          f"{'tkn':>6} {'cuBLAS':>7} {'ratio':>6} {'2-CTA':>6}  (TFLOP/s)  rel err")
     for M, N, K in shapes:
         a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
         b = torch.randn(K, N, device="cuda", dtype=torch.bfloat16)
@@ -52,22 +53,27 @@ def main(quick=False):
         ref = torch.empty_like(out)
         flops = 2 * M * N * K
         reps = 200 if flops < 1e10 else 20                 # ~20 us calls: more samples for a stable median
+        tf = lambda ms: flops / ms / 1e9                   # noqa: E731
         with_cluster(2)
-        t_two = time_ms(lambda: gemm(a, b, out), reps=reps)
+        two = tf(time_ms(lambda: gemm(a, b, out), reps=reps))
         with_cluster(1)                                    # the default
-        t_tkn, t_ref = time_pair_ms(lambda: gemm(a, b, out), lambda: torch.matmul(a, b, out=ref), reps=reps)
+        seq = [tf(time_ms(fn, reps=reps)) for fn in (lambda: gemm(a, b, out), lambda: torch.matmul(a, b, out=ref))]
+        tk, cb = map(tf, medians_ms(lambda: gemm(a, b, out), lambda: torch.matmul(a, b, out=ref), reps=reps))
         err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()
-        tk, cb, two = flops / t_tkn / 1e9, flops / t_ref / 1e9, flops / t_two / 1e9
         records.append({"shape": {"M": M, "N": N, "K": K}, "tkn": round(tk, 1), "baselines": {"cublas": round(cb, 1)},
-                        "tkn_cluster2": round(two, 1), "rel_err_vs_cublas": err,
+                        "one_after_the_other": {"tkn": round(seq[0], 1), "cublas": round(seq[1], 1),
+                                                "tkn_cluster2": round(two, 1)},
+                        "rel_err_vs_cublas": err,
                         "tiles": repr(G._tiles(M, N, K, torch.cuda.get_device_properties(0).multi_processor_count))})
-        print(f"{M:>6} {N:>6} {K:>6} {tk:>8.1f} {cb:>8.1f} {tk / cb:>6.2f} {two:>7.1f}  {err:.1e}", flush=True)
+        print(f"{M:>6} {N:>6} {K:>6} {tk:>8.1f} {cb:>8.1f} {tk / cb:>6.2f} | {'':>19} {seq[0]:>6.1f} {seq[1]:>7.1f} "
+              f"{seq[0] / seq[1]:>6.2f} {two:>6.1f}  {err:.1e}", flush=True)
         del a, b, out, ref
     us = host_overhead_us()
     print(f"host time per gemm() call (torch tensors): {us:.1f} us")
     path = write("gemm", "TFLOP/s", records, host_us=round(us, 2),
-                 method="median of 20 calls (200 below 10 GFLOP), each timed alone by CUDA events after a sync, so "
-                        "host launch time is included for both; after 5 warm-ups; tkn and cuBLAS calls alternate",
+                 method="median of 20 calls (200 below 10 GFLOP), each timed alone by CUDA events, so host launch "
+                        "time is included for both; after 5 warm-ups. tkn / baselines: tkn and cuBLAS calls "
+                        "alternate; one_after_the_other: 20 of one, then 20 of the next (as ../shared/baselines.md)",
                  notes="tkn: the default 1-CTA persistent kernel (tiles: the configuration it picked); tkn_cluster2: "
                        "2-CTA clusters multicasting B (cooperative tiles only: ping-pong shapes run 1-CTA)")
     print("wrote", path)
