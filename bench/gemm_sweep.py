@@ -32,21 +32,9 @@ SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 819
 def use(tiles, group_m, cluster, lag):
     t = G.Tiles(**tiles)
     G._tiles = lambda M, N, K, sms: t
-    G.GROUP_M, G.CLUSTER, G.MMA_LAG = group_m, cluster, lag
+    G.GROUP_M, G.CLUSTER, G.MMA_LAG, G.PINGPONG_LAG = group_m, cluster, lag, lag
     G._plans.clear()
     G._kernels.clear()
-    G._launcher = lambda transpose_b, t: launcher(transpose_b, t, lag)
-
-
-def launcher(transpose_b, t, lag):
-    """G._launcher with this variant's mma lag (the module's picks lag 1 for ping-pong)."""
-    cl = G._cluster(t)
-    key = (transpose_b, cl, t, lag)
-    if key not in G._kernels:
-        from tkn.launch import Kernel
-        G._kernels[key] = Kernel(G.kernel_for(transpose_b, cl, t, G.GROUP_M, lag), G._signature(), block=384,
-                                 smem=t.smem.launch_bytes, cluster=(cl, 1, 1) if cl > 1 else None)
-    return G._kernels[key]
 
 
 def main():

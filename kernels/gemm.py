@@ -22,6 +22,7 @@ BM = 128
 WM = BM // 2                                          # rows per consumer warpgroup
 GROUP_M = 16
 MMA_LAG = 0                                           # wait for each stage's wgmmas, free it at once (lcf)
+PINGPONG_LAG = 1                                      # ping-pong: one consumer issues at a time, keep a stage in flight
 
 
 class Tiles:
@@ -158,7 +159,7 @@ gemm_ab, gemm_abt = kernel_for(False), kernel_for(True)
 gemm_ab_c2, gemm_abt_c2 = kernel_for(False, 2), kernel_for(True, 2)
 gemm_ab_n128, gemm_abt_n128 = kernel_for(False, 1, NARROW), kernel_for(True, 1, NARROW)
 gemm_ab_n64, gemm_abt_n64 = kernel_for(False, 1, NARROWEST), kernel_for(True, 1, NARROWEST)
-gemm_ab_pp, gemm_abt_pp = kernel_for(False, 1, PINGPONG, mma_lag=1), kernel_for(True, 1, PINGPONG, mma_lag=1)
+gemm_ab_pp, gemm_abt_pp = (kernel_for(tb, 1, PINGPONG, mma_lag=PINGPONG_LAG) for tb in (False, True))
 
 
 # ------------------------------------------------------------------------------------------------ host side
@@ -200,13 +201,13 @@ def _cluster(t):
 
 def _launcher(transpose_b, t):
     cl = _cluster(t)
-    k = _kernels.get((transpose_b, cl, t))
+    lag = PINGPONG_LAG if t.pingpong else MMA_LAG
+    k = _kernels.get((transpose_b, cl, t, lag))
     if k is None:
         from tkn.launch import Kernel
-        lag = 1 if t.pingpong else MMA_LAG             # one consumer at a time: keep a stage in flight
-        k = _kernels[transpose_b, cl, t] = Kernel(kernel_for(transpose_b, cl, t, GROUP_M, lag), _signature(),
-                                                  block=384, smem=t.smem.launch_bytes,
-                                                  cluster=(cl, 1, 1) if cl > 1 else None)
+        k = _kernels[transpose_b, cl, t, lag] = Kernel(kernel_for(transpose_b, cl, t, GROUP_M, lag), _signature(),
+                                                       block=384, smem=t.smem.launch_bytes,
+                                                       cluster=(cl, 1, 1) if cl > 1 else None)
     return k
 
 
