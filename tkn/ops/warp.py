@@ -828,3 +828,51 @@ mma_AB = _mma_op("mma_AB", "row", "col", "a @ b")
 mma_ABt = _mma_op("mma_ABt", "row", "row", "a @ b.T")
 mma_AtB = _mma_op("mma_AtB", "col", "col", "a.T @ b")
 mma_AtBt = _mma_op("mma_AtBt", "col", "row", "a.T @ b.T")
+
+
+# ----------------------------------------------------------------------------- fragments, register for register
+def _check_fragments(name, t, g):
+    expect(role(t) == "rt" and t.kind == "f32", name, "tile", "an f32 register tile", t)
+    expect(role(g) == "gl" and g.ndim == 1 and str(g.dtype) == "float32", name, "buf",
+           "a 1-D float32 global array (16-byte aligned)", g)
+
+
+@func
+def _lane3(x, y, z):
+    return ptx.laneid()
+
+
+def _fragment_op(name, add, doc):
+    """Each lane's registers in register order, four at a time: ((i, j, half) * 32 + lane) * 4 floats from
+    `offset`, so a warp moves 512 contiguous bytes per instruction. Only a tile of the same shape in the same lane
+    reads them back; that is all a partial accumulator passed between blocks (stream-K) needs."""
+    def gen(dst, src, offset):
+        tile, buf = (dst, src) if add else (src, dst)
+        _check_fragments(name, tile, buf)
+        J = tile.cols // 16
+
+        @func
+        def body(dst, src, offset, lane, i, j, h):
+            at = offset + (((i * J + j) * 2 + h) * 32 + lane) * 4
+            if add:
+                x0, x1, x2, x3 = ptx.ld_global_cg_v4_f32(ptx.global_address(src, at))
+                dst[i, j, 4 * h] += x0
+                dst[i, j, 4 * h + 1] += x1
+                dst[i, j, 4 * h + 2] += x2
+                dst[i, j, 4 * h + 3] += x3
+            else:
+                ptx.st_global_v4_f32(ptx.global_address(dst, at), src[i, j, 4 * h], src[i, j, 4 * h + 1],
+                                     src[i, j, 4 * h + 2], src[i, j, 4 * h + 3])
+
+        u = unrolled(name, ("dst", "src", "offset"), _lane3, body, (tile.rows // 16, J, 2))
+        return lambda dst, src, offset: u(dst, src, offset)
+    gen.__name__ = gen.__qualname__ = name
+    gen.__doc__ = doc
+    return op(gen)
+
+
+store_fragments = _fragment_op("store_fragments", False, """store_fragments(buf, src, offset): this warp's registers
+    of f32 tile src to buf[offset : offset + src.rows * src.cols] (float32, 16-byte aligned) in register order.""")
+add_fragments = _fragment_op("add_fragments", True, """add_fragments(dst, buf, offset): dst += what
+    store_fragments(buf, t, offset) wrote from a tile t of dst's shape in the same lane (e.g. another block's
+    partial accumulator: the layout is a lane's, so only the same lane of the same tile type reads it back).""")
