@@ -2,8 +2,7 @@
     compute-sanitizer --tool racecheck python bench/sanitize.py
 Every GEMM tile configuration (and 2-CTA clusters) runs on a full-tile and a ragged problem, from numpy and from torch
 (two outputs in turn, so the launch plan's per-output copies are used), on a grid of at most two blocks (or clusters)
-so that each block walks several tasks (in ping-pong, each consumer several). Stream-K is on for any saving,
-so the 3-tile problems split their last tile between the two blocks (partial sums and flags between blocks)."""
+so that each block walks several tasks (in ping-pong, each consumer several)."""
 import os
 import sys
 
@@ -24,14 +23,13 @@ rng = np.random.default_rng()
 worst = 0.0
 full_grid = G._grid
 G._grid = lambda *args: min(full_grid(*args), 2 * G.CLUSTER)
-G.STREAM_K_MIN_SAVED = 1
 for t, cluster in [(G.WIDE, 1), (G.WIDE, 2), (G.Tiles(256, 4, parts=4), 1), (G.NARROW, 1), (G.NARROWEST, 1),
                    (G.PINGPONG, 1), (G.PINGPONG, 2)]:
     G._tiles = lambda M, N, K, sms: t
     G.CLUSTER = cluster
     G._kernels.clear()
     G._plans.clear()
-    for M, N, K, tr in [(256, 512, 192, False), (200, 264, 136, True), (384, 256, 320, False), (328, 248, 392, True)]:
+    for M, N, K, tr in [(256, 512, 192, False), (200, 264, 136, True)]:
         a = bits(rng.standard_normal((M, K)))
         b = bits(rng.standard_normal((N, K))).T if tr else bits(rng.standard_normal((K, N)))
         ref = flt(a).astype(np.float64) @ flt(np.ascontiguousarray(b)).astype(np.float64)

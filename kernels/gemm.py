@@ -12,9 +12,6 @@ Problems too small to fill half the SMs with 128 x 256 tiles use 128 x 128 (6 st
 """
 import os
 
-import numpy as np
-from numba import cuda
-
 import tkn
 from tkn import ptx, tma
 from tkn.ops import warpgroup as wg
@@ -26,8 +23,6 @@ WM = BM // 2                                          # rows per consumer warpgr
 GROUP_M = 16
 MMA_LAG = 0                                           # wait for each stage's wgmmas, free it at once (lcf)
 PINGPONG_LAG = 1                                      # ping-pong: one consumer issues at a time, keep a stage in flight
-# c = a @ b; TMA maps of a, b, c; split tiles' partial sums and flags (two slots a tile), how many, where split
-ARGS = ("c", "a", "b", "tma_a", "tma_b", "tma_c", "ws", "flags", "sk_tiles", "sk_split")
 
 
 class Tiles:
@@ -72,26 +67,15 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
     b_rows, b_cols = (BN, BK) if transpose_b else (BK, BN)
     mask = (1 << cluster) - 1
     group = group_m // cluster
-    SK = cluster == 1 and not PP                       # stream-K is for the cooperative 1-CTA kernels
 
     @tkn.func
-    def k_steps(g):
-        return (g[1].shape[1] + BK - 1) // BK
-
-    @tkn.func
-    def tile_count(g):
+    def tasks(g):
         c = g[0]
         return ((c.shape[0] + TM * cluster - 1) // (TM * cluster)) * ((c.shape[1] + BN - 1) // BN)
 
     @tkn.func
-    def tail_rounds(g):
-        """Split tiles per spare block, rounded up (see work)."""
-        nb = np.int32(cuda.gridDim.x)                     # 32-bit: a 64-bit division is a long call
-        return (nb - 1) // (nb - np.int32(g[8]))
-
-    @tkn.func
-    def tasks(g):
-        return tile_count(g) + (tail_rounds(g) * cuda.gridDim.x if SK and g[8] > 0 else 0)
+    def iters(g, task):
+        return (g[1].shape[1] + BK - 1) // BK
 
     @tkn.func
     def tile(g, task):
@@ -107,44 +91,11 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
         return (first + r % height) * cluster + rank, r // height
 
     @tkn.func
-    def work(g, task):
-        """(tile row, tile col, first k-step, end k-step, split tile) of a task. The first tile_count - sk_tiles
-        tasks are whole tiles in whole waves. Each of the last sk_tiles tiles is split at k-step sk_split: its
-        head [0, sk_split) goes to one of the last sk_tiles blocks, all of which run their heads in step (they
-        share A and B in L2 like whole tiles do); the tails [sk_split, K) go round the other, spare blocks (each
-        fewer k-steps than a head in all). A tail's partial sum goes through memory to its head's block, which
-        adds it and stores the tile. Tasks past the split tiles are empty (k0 == k1)."""
-        ki = np.int32(k_steps(g))                         # 32-bit: fewer registers, no 64-bit division calls
-        dp = tile_count(g) - g[8]
-        if not SK or task < dp:
-            row, col = tile(g, task)
-            return np.int32(row), np.int32(col), np.int32(0), ki, np.int32(-1)
-        nb, split, nsplit = np.int32(cuda.gridDim.x), np.int32(g[9]), np.int32(g[8])
-        spare = nb - nsplit
-        b = np.int32(task - dp) % nb
-        r = np.int32(task - dp) // nb
-        if b >= spare:                                    # a head, in the first round only
-            u = b - spare
-            k0, k1 = np.int32(0), (split if r == 0 else np.int32(0))
-        else:                                             # tail r of this spare block, if there is one
-            u = b + r * spare
-            k0, k1 = split, (ki if u < nsplit else split)
-        row, col = tile(g, dp + u)
-        return np.int32(row), np.int32(col), k0, k1, u
-
-    @tkn.func
-    def iters(g, task):
-        if not SK or task < tile_count(g) - g[8]:
-            return k_steps(g)
-        where = work(g, task)
-        return where[3] - where[2]
-
-    @tkn.func
     def load(g, buf, stage, where, it, bar):
-        row, col, k = where[0], where[1], where[2] + it
-        tma.load_async(tkn.st_bf(buf, A_OFF + stage * A_BYTES, TM, BK), g[3], (row, k), bar)
+        row, col = where
+        tma.load_async(tkn.st_bf(buf, A_OFF + stage * A_BYTES, TM, BK), g[3], (row, it), bar)
         b = tkn.st_bf(buf, B_OFF + stage * B_BYTES, b_rows, b_cols)
-        bc = (col, k) if transpose_b else (k, col)
+        bc = (col, it) if transpose_b else (it, col)
         if cluster > 1:
             tma.load_async_multicast(b, g[4], bc, bar, mask, ptx.cluster_ctarank(), cluster)
         else:
@@ -162,7 +113,7 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
 
     @tkn.func
     def store_part(g, buf, acc, where, part):
-        row, col = where[0], where[1]
+        row, col = where
         w = wg.groupid()
         c = tkn.st_bf(buf, C_OFF + (NBUF * w + part % NBUF) * C_BYTES, WM, CW)
         if wg.laneid() == 0:
@@ -176,21 +127,9 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
             tma.store_async(g[5], c, (r, PARTS * col + part))  # clipped at the edges by TMA
             tma.store_commit()
 
-    # the parts one after another, each `part` a literal (acc stays in registers); the stores run on while the
-    # next task's wgmmas start
-    store_tile = unrolled("store_tile", ("g", "buf", "acc", "where"), None, store_part, (PARTS,))
-
-    @tkn.func
-    def finish(g, buf, acc, where):
-        k0, k1, slot = where[2], where[3], 2 * where[4] + wg.groupid()
-        if SK and k0 > 0 and k1 > k0:   # a split tile's tail: its partial sum goes to the head's block
-            wg.store_fragments(g[6], acc, slot)
-            wg.signal(g[7], slot, 1 + wg.groupid())
-        elif k0 == 0 and k1 > 0:
-            if SK and k1 < k_steps(g):  # a split tile's head: add the tail's partial sum
-                wg.wait_and_reset(g[7], slot, 1 + wg.groupid())
-                wg.add_fragments(acc, g[6], slot)
-            store_tile(g, buf, acc, where)
+    # finish: the parts one after another, each `part` a literal (acc stays in registers); the stores run on
+    # while the next task's wgmmas start
+    finish = unrolled("finish", ("g", "buf", "acc", "where"), None, store_part, (PARTS,))
 
     @tkn.func
     def teardown(g, buf):
@@ -199,7 +138,7 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
 
     name = ("gemm_abt" if transpose_b else "gemm_ab") + (f"_c{cluster}" if cluster > 1 else "") + (
         "" if BN == 256 else f"_n{BN}") + ("_pp" if PP else "")
-    return lcf(name=name, args=ARGS, tasks=tasks, iters=iters, setup=work,
+    return lcf(name=name, args=("c", "a", "b", "tma_a", "tma_b", "tma_c"), tasks=tasks, iters=iters, setup=tile,
                load=load, compute=compute, finish=finish, teardown=teardown, stages=STAGES,
                stage_bytes=A_BYTES + B_BYTES, bar_offset=t.bar_off, acc_cols=BN, cluster=cluster, producer_regs=56,
                consumer_regs=224, mma_lag=mma_lag, pingpong=PP)
@@ -233,8 +172,8 @@ _tensormaps = {}
 
 def _signature():
     from numba.cuda import types as nt
-    m, tm = nt.uint16[:, ::1], nt.uint8[::1]
-    return (m, m, m, tm, tm, tm, nt.float32[::1], nt.int32[::1], nt.int64, nt.int64)
+    m = nt.uint16[:, ::1]
+    return (m, m, m, nt.uint8[::1], nt.uint8[::1], nt.uint8[::1])
 
 
 # Clusters of 2 along M multicast B (TKN_GEMM_CLUSTER=2): within noise of the 1-CTA default on H100 and H200
@@ -289,51 +228,6 @@ def _grid(M, N, sms, t, transpose_b):
     tasks = -(-M // (t.bm * cl)) * -(-N // t.bn)
     slots = sms // cl if cl == 1 else min(sms // cl, _launcher(transpose_b, t).max_active_clusters())
     return cl * min(tasks, slots)
-
-
-
-STREAM_K_MIN_SAVED = 32     # k-steps splitting must save the last wave to pay for passing partial sums
-STREAM_K_MAX_TAILS = 2      # tails a spare block may take (each one more partial sum through its stores)
-
-
-def _stream_k(M, N, K, t, grid):
-    """(split tiles, split k-step) for `grid` blocks: the tiles past the last whole wave are split along K (see
-    work in _make) so that the last wave leaves no SM idle; (0, 0) where the waves are whole or it would save
-    little, and for ping-pong and cluster tiles. 4096^3: 512 tiles on 132 SMs; the last 116 tiles' heads take 57
-    of their 64 k-steps, and the 16 spare blocks take 7 or 8 tails of 7 k-steps each."""
-    tiles = -(-M // t.bm) * -(-N // t.bn)
-    ki, rest = -(-K // t.bk), tiles % grid
-    if t.pingpong or _cluster(t) > 1 or tiles <= grid or rest == 0:
-        return 0, 0
-    rounds = (grid - 1) // (grid - rest)            # tails per spare block
-    split = -(-rounds * ki // (rounds + 1))         # a head about as long as a spare block's tails
-    if rounds > STREAM_K_MAX_TAILS or ki - max(split, rounds * (ki - split)) < STREAM_K_MIN_SAVED:
-        return 0, 0
-    return rest, split
-
-
-_workspaces = {}
-
-
-def _workspace(device, stream, slots, torch=None):
-    """(partial sums, flags) for stream-K launches on one stream of a device, `slots` partial sums (two per
-    block): each stream has its own, so GEMMs on two streams never share them, and each launch leaves the flags
-    at 0. slots=0: one-element placeholders for launches without stream-K. torch: allocated by torch (so a first
-    call inside CUDA-graph capture works), else by numba (numpy in the emulator)."""
-    key = (device, stream, slots, torch is not None)
-    w = _workspaces.get(key)
-    if w is None:
-        n, f = max(slots, 1) * WM * 256, max(slots, 1)
-        if torch is not None:
-            dev = f"cuda:{device}"
-            w = torch.empty(n, dtype=torch.float32, device=dev), torch.zeros(f, dtype=torch.int32, device=dev)
-        elif SIM:
-            w = np.empty(n, np.float32), np.zeros(f, np.int32)
-        else:
-            from numba import cuda as nc
-            w = nc.device_array(n, np.float32), nc.to_device(np.zeros(f, np.int32))
-        _workspaces[key] = w
-    return w
 
 
 def _tensormap(arr, box, swizzle):
@@ -396,43 +290,24 @@ def _torch_plan(a, b):
                                                  tuple(2 * st for st in x.stride()), box, swz)).to(a.device)
            for x, (box, swz) in zip((a, bop), _boxes(transpose_b, t))]
     out = torch.empty((M, N), dtype=torch.bfloat16, device=a.device)
-    sk = _stream_k(M, N, K, t, grid)
-    ws = _workspace(a.device.index, None, 0, torch)  # placeholders: a stream-K call takes its stream's (_StreamK)
-    launch = _launcher(transpose_b, t).prepare(grid, out, a, bop, tms[0], tms[1], _out_tensormap(out), *ws, *sk)
-    launch.keep = (bop, tms, ws)                   # the tensormaps must outlive the plan
-    return _Plan(launch, (M, N), a.device.index, 2 * sms if sk[0] else 0)
+    launch = _launcher(transpose_b, t).prepare(grid, out, a, bop, tms[0], tms[1], _out_tensormap(out))
+    launch.keep = (bop, tms)                       # the tensormaps must outlive the plan
+    return _Plan(launch, (M, N), a.device.index)
 
 
 class _Plan:
     """The launch for (a, b); for_out copies it with an output's pointer and TMA store map, so that each cached
     call has its own parameters: a call writes no shared state and needs no lock."""
 
-    def __init__(self, launch, shape, device, ws_slots):
-        self.launch, self.shape, self.device, self.ws_slots = launch, shape, device, ws_slots
+    def __init__(self, launch, shape, device):
+        self.launch, self.shape, self.device = launch, shape, device
         self.slots = launch.data_slot(0), launch.data_slot(5)
 
     def for_out(self, out):
         tm = _out_tensormap(out)
         go = self.launch.with_data({self.slots[0]: out.data_ptr(), self.slots[1]: tm.data_ptr()})
         go.keep = (self.launch.keep, tm)           # held while this call is cached
-        return _StreamK(go, self.device, self.ws_slots) if self.ws_slots else go
-
-
-class _StreamK:
-    """A stream-K launch: called with a stream, it runs a copy of itself whose workspace is that stream's."""
-
-    def __init__(self, go, device, ws_slots):
-        self.go, self.device, self.ws_slots, self.by_stream = go, device, ws_slots, {}
-        self.slots = go.data_slot(6), go.data_slot(7)
-
-    def __call__(self, stream):
-        go = self.by_stream.get(stream)
-        if go is None:
-            ws = _workspace(self.device, stream, self.ws_slots, _torch)
-            go = self.by_stream[stream] = self.go.with_data({self.slots[0]: ws[0].data_ptr(),
-                                                             self.slots[1]: ws[1].data_ptr()})
-            go.keep = (self.go.keep, ws)
-        go(stream)
+        return go
 
 
 def _torch_call(key, a, b, out):
@@ -508,12 +383,7 @@ def _gemm_generic(a, b, out):
     tm_a = _tensormap(da, box_a, swz_a)
     tm_b = _tensormap(db, box_b, swz_b)
     tm_c = _tensormap(dc, (WM, 64), 128)
-    grid = _grid(M, N, sms, t, transpose_b)
-    sk = _stream_k(M, N, K, t, grid)
-    stream = interop.current_stream(a)
-    device = 0 if SIM else cuda.get_current_device().id
-    ws, flags = _workspace(device, stream, 2 * sms if sk[0] else 0)
-    _launcher(transpose_b, t)(grid, dc, da, db, tm_a, tm_b, tm_c, ws, flags, *sk, stream=stream)
+    _launcher(transpose_b, t)(_grid(M, N, sms, t, transpose_b), dc, da, db, tm_a, tm_b, tm_c)
     if dc is not out and not SIM and interop.array_info(out, "out").device == -1:
         interop.copy_back(dc, out)
     return interop.to_user(out, like=a)

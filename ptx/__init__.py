@@ -1,8 +1,6 @@
 """tkn.ptx: the inline-PTX leaves. Each is a numba intrinsic on the GPU and a Python twin under the simulator."""
 from ._sim import SIM
 from .address import shared_address, global_address, st_global_b32
-from .memory import (st_global_v4_f32, ld_global_cg_v4_f32, red_release_gpu_add_s32, ld_acquire_gpu_s32,
-                     st_relaxed_gpu_s32)
 from .convert import pack_bf16x2, pack_f16x2, unpack_bf16x2, unpack_f16x2, bf16_bits, bf16_float
 from .mma import mma_m16n8k16_bf16, mma_m16n8k16_f16, mma_m16n8k16_f16_f16acc
 from .ldmatrix import (ldmatrix_x1, ldmatrix_x2, ldmatrix_x4, ldmatrix_x1_trans, ldmatrix_x2_trans, ldmatrix_x4_trans,

@@ -197,40 +197,6 @@ def store_cols(dst, src, col_block):
     return lambda dst, src, col_block: _warp.store_cols(dst, src, warpid(), col_block)
 
 
-
-@func
-def store_fragments(buf, src, slot):
-    """Each warp's rt_fl(16, N) strip of a 64 x N accumulator to buf[slot * 64N : (slot + 1) * 64N] (float32), in
-    register order: for a block to hand a partial sum to another, which add_fragments it (warp.store_fragments)."""
-    _warp.store_fragments(buf, src, (slot * WARPS + warpid()) * src.shape[0] * src.shape[1] * 256)
-
-
-@func
-def add_fragments(dst, buf, slot):
-    """dst += the accumulator store_fragments(buf, ., slot) wrote (same N, same warpgroup layout)."""
-    _warp.add_fragments(dst, buf, (slot * WARPS + warpid()) * dst.shape[0] * dst.shape[1] * 256)
-
-
-@func
-def signal(flags, i, bar_id):
-    """Once this warpgroup's writes are done: flags[i] += 1, releasing them to whoever acquires the flag
-    (any block of the grid). bar_id: a named barrier of this warpgroup's, as in sync."""
-    ptx.bar_sync(bar_id, 128)
-    if laneid() == 0:
-        ptx.red_release_gpu_add_s32(ptx.global_address(flags, i), 1)
-
-
-@func
-def wait_and_reset(flags, i, bar_id):
-    """Wait until flags[i] is 1 (another block's signal), set it back to 0 for the next launch, and let the whole
-    warpgroup read what was released. The flag's writer must be running or done: a block that waits on one that
-    was never scheduled waits forever (launch no more blocks than can be resident)."""
-    if laneid() == 0:
-        while ptx.ld_acquire_gpu_s32(ptx.global_address(flags, i)) != 1:
-            pass
-        ptx.st_relaxed_gpu_s32(ptx.global_address(flags, i), 0)
-    ptx.bar_sync(bar_id, 128)
-
 def _strip(fn, name, dst, src, tile):
     expect(role(tile) == "rt" and tile.rows == 16, name, "tile", "each warp's rt(16, N) strip", tile)
     other = src if tile is dst else dst
