@@ -26,6 +26,29 @@ def medians_ms(*fns, warmup=5, reps=20):
     return tuple(sorted(ts)[reps // 2] for ts in times)
 
 
+def queued_ms(*fns, calls=10, reps=15, warmup=5):
+    """Median GPU milliseconds per call of each fn(), from `reps` windows of `calls` calls each, queued behind a
+    ~1 ms spin kernel so the GPU never waits for the host: kernel time only (medians_ms counts the host's launch
+    time too, since each call starts on an idle GPU). Windows of the functions alternate."""
+    import torch
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    torch.cuda.synchronize()
+    times = [[] for _ in fns]
+    for _ in range(reps):
+        for fn, ts in zip(fns, times):
+            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            torch.cuda._sleep(2_000_000)
+            s.record()
+            for _ in range(calls):
+                fn()
+            e.record()
+            e.synchronize()
+            ts.append(s.elapsed_time(e) / calls)
+    return tuple(sorted(ts)[reps // 2] for ts in times)
+
+
 def time_ms(fn, warmup=5, reps=20):
     """Median milliseconds of fn() over `reps` CUDA-event-timed runs after `warmup` runs."""
     return medians_ms(fn, warmup=warmup, reps=reps)[0]
