@@ -33,8 +33,9 @@ class Tiles:
     leaves in `parts` column blocks through `buffers` staging tiles per consumer: with two, one block's conversion
     overlaps the TMA store of the one before (measured slower at 8192^3)."""
 
-    def __init__(self, bn, stages, parts=2, bk=64, buffers=None, pingpong=False):
+    def __init__(self, bn, stages, parts=2, bk=64, buffers=None, pingpong=False, lag=None):
         BK = self.bk = bk
+        self.lag = lag                                 # mma lag (lcf); None: MMA_LAG, or PINGPONG_LAG
         self.bm = bm = WM if pingpong else BM
         self.bn, self.stages, self.parts, self.pingpong = bn, stages, parts, pingpong
         self.cw = bn // parts
@@ -49,10 +50,12 @@ class Tiles:
 
     def __repr__(self):
         pp = ", pingpong" if self.pingpong else ""
-        return f"Tiles({self.bm}x{self.bn}, bk={self.bk}, stages={self.stages}, parts={self.parts}{pp})"
+        lag = "" if self.lag is None else f", lag={self.lag}"
+        return f"Tiles({self.bm}x{self.bn}, bk={self.bk}, stages={self.stages}, parts={self.parts}{pp}{lag})"
 
 
-WIDE, NARROW, NARROWEST = Tiles(256, 4), Tiles(128, 6), Tiles(64, 8, parts=1)
+WIDE, NARROW = Tiles(256, 4), Tiles(128, 6)
+NARROWEST = Tiles(64, 8, parts=1, lag=1)   # 1024^3, GPU time on the H200: 291 TFLOP/s with lag 1, 271 with lag 0
 PINGPONG = Tiles(256, 5, parts=4, buffers=1, pingpong=True)    # 5 x 40 KB stages, one 64 x 64 staging tile each
 
 
@@ -147,8 +150,15 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
 _KERNELS = {}
 
 
-def kernel_for(transpose_b, cluster=1, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
+def _lag(t):
+    if t.lag is not None:
+        return t.lag
+    return PINGPONG_LAG if t.pingpong else MMA_LAG
+
+
+def kernel_for(transpose_b, cluster=1, t=WIDE, group_m=GROUP_M, mma_lag=None):
     """The kernel for a configuration, built once (bench/gemm_sweep.py tries others than the defaults)."""
+    mma_lag = _lag(t) if mma_lag is None else mma_lag
     key = (transpose_b, cluster, t.bn, t.bk, t.stages, t.parts, t.buffers, t.pingpong, group_m, mma_lag)
     if key not in _KERNELS:
         _KERNELS[key] = _make(transpose_b, cluster, t, group_m, mma_lag)
@@ -159,7 +169,7 @@ gemm_ab, gemm_abt = kernel_for(False), kernel_for(True)
 gemm_ab_c2, gemm_abt_c2 = kernel_for(False, 2), kernel_for(True, 2)
 gemm_ab_n128, gemm_abt_n128 = kernel_for(False, 1, NARROW), kernel_for(True, 1, NARROW)
 gemm_ab_n64, gemm_abt_n64 = kernel_for(False, 1, NARROWEST), kernel_for(True, 1, NARROWEST)
-gemm_ab_pp, gemm_abt_pp = (kernel_for(tb, 1, PINGPONG, mma_lag=PINGPONG_LAG) for tb in (False, True))
+gemm_ab_pp, gemm_abt_pp = kernel_for(False, 1, PINGPONG), kernel_for(True, 1, PINGPONG)
 
 
 # ------------------------------------------------------------------------------------------------ host side
@@ -201,7 +211,7 @@ def _cluster(t):
 
 def _launcher(transpose_b, t):
     cl = _cluster(t)
-    lag = PINGPONG_LAG if t.pingpong else MMA_LAG
+    lag = _lag(t)
     k = _kernels.get((transpose_b, cl, t, lag))
     if k is None:
         from tkn.launch import Kernel
