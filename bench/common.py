@@ -9,27 +9,17 @@ RESULTS = os.path.join(os.path.dirname(__file__), "results")
 def medians_ms(*fns, warmup=5, reps=20):
     """Median milliseconds of each fn() over `reps` runs after `warmup`, each call timed alone by CUDA events.
     With several functions the calls alternate (f1, f2, f1, ...), so clock and temperature drift fall on all."""
-    import torch
-    for _ in range(warmup):
-        for fn in fns:
-            fn()
-    torch.cuda.synchronize()
-    times = [[] for _ in fns]
-    for _ in range(reps):
-        for fn, ts in zip(fns, times):
-            s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            s.record()
-            fn()
-            e.record()
-            e.synchronize()
-            ts.append(s.elapsed_time(e))
-    return tuple(sorted(ts)[reps // 2] for ts in times)
+    return _alternating(fns, warmup, reps, calls=1, queued=False)
 
 
 def queued_ms(*fns, calls=10, reps=15, warmup=5):
     """Median GPU milliseconds per call of each fn(), from `reps` windows of `calls` calls each, queued behind a
     ~1 ms spin kernel so the GPU never waits for the host: kernel time only (medians_ms counts the host's launch
     time too, since each call starts on an idle GPU). Windows of the functions alternate."""
+    return _alternating(fns, warmup, reps, calls, queued=True)
+
+
+def _alternating(fns, warmup, reps, calls, queued):
     import torch
     for _ in range(warmup):
         for fn in fns:
@@ -39,7 +29,8 @@ def queued_ms(*fns, calls=10, reps=15, warmup=5):
     for _ in range(reps):
         for fn, ts in zip(fns, times):
             s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            torch.cuda._sleep(2_000_000)
+            if queued:
+                torch.cuda._sleep(2_000_000)
             s.record()
             for _ in range(calls):
                 fn()
