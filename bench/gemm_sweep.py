@@ -23,16 +23,17 @@ VARIANTS = [
     ("pingpong g32", PP, 32, 1, 1),
     ("pingpong lag0", PP, 16, 1, 0),
     ("narrow", dict(bn=128, stages=6), 16, 1, 0),
-    ("narrowest", dict(bn=64, stages=8, parts=1), 16, 1, 0),
+    ("narrowest", dict(bn=64, stages=8, parts=1), 16, 1, 1),
+    ("narrowest lag0", dict(bn=64, stages=8, parts=1), 16, 1, 0),
 ]
 SHAPES = [(1024, 1024, 1024), (2048, 2048, 2048), (4096, 4096, 4096), (8192, 8192, 8192), (16384, 16384, 16384),
           (8192, 8192, 1024), (4096, 14336, 4096), (16384, 4096, 4096), (4096, 4096, 16384)]
 
 
 def use(tiles, group_m, cluster, lag):
-    t = G.Tiles(**tiles)
+    t = G.Tiles(**tiles, lag=lag)
     G._tiles = lambda M, N, K, sms: t
-    G.GROUP_M, G.CLUSTER, G.MMA_LAG, G.PINGPONG_LAG = group_m, cluster, lag, lag
+    G.GROUP_M, G.CLUSTER = group_m, cluster
     G._plans.clear()
     G._kernels.clear()
 

@@ -21,8 +21,6 @@ from tkn.templates import lcf
 BM = 128
 WM = BM // 2                                          # rows per consumer warpgroup
 GROUP_M = 16
-MMA_LAG = 0                                           # wait for each stage's wgmmas, free it at once (lcf)
-PINGPONG_LAG = 1                                      # ping-pong: one consumer issues at a time, keep a stage in flight
 
 
 class Tiles:
@@ -31,11 +29,13 @@ class Tiles:
     each consumer takes whole 64 x bn tiles in turn, so one's epilogue runs under the other's wgmmas.
     Wide (bn=256) for big problems; narrower (bn=128, 64) when wide tiles would leave most SMs idle. The accumulator
     leaves in `parts` column blocks through `buffers` staging tiles per consumer: with two, one block's conversion
-    overlaps the TMA store of the one before (measured slower at 8192^3)."""
+    overlaps the TMA store of the one before (measured slower at 8192^3). `lag`: lcf's mma_lag, 0 (wait for each
+    stage's wgmmas and free it at once: the other consumer keeps the tensor cores busy) or 1 (one stage of wgmmas
+    in flight: ping-pong, where one consumer issues at a time, and the short 128 x 64 tiles)."""
 
-    def __init__(self, bn, stages, parts=2, bk=64, buffers=None, pingpong=False, lag=None):
+    def __init__(self, bn, stages, parts=2, bk=64, buffers=None, pingpong=False, lag=0):
         BK = self.bk = bk
-        self.lag = lag                                 # mma lag (lcf); None: MMA_LAG, or PINGPONG_LAG
+        self.lag = lag
         self.bm = bm = WM if pingpong else BM
         self.bn, self.stages, self.parts, self.pingpong = bn, stages, parts, pingpong
         self.cw = bn // parts
@@ -50,16 +50,15 @@ class Tiles:
 
     def __repr__(self):
         pp = ", pingpong" if self.pingpong else ""
-        lag = "" if self.lag is None else f", lag={self.lag}"
-        return f"Tiles({self.bm}x{self.bn}, bk={self.bk}, stages={self.stages}, parts={self.parts}{pp}{lag})"
+        return f"Tiles({self.bm}x{self.bn}, bk={self.bk}, stages={self.stages}, parts={self.parts}{pp}, lag={self.lag})"
 
 
 WIDE, NARROW = Tiles(256, 4), Tiles(128, 6)
 NARROWEST = Tiles(64, 8, parts=1, lag=1)   # 1024^3, GPU time on the H200: 291 TFLOP/s with lag 1, 271 with lag 0
-PINGPONG = Tiles(256, 5, parts=4, buffers=1, pingpong=True)    # 5 x 40 KB stages, one 64 x 64 staging tile each
+PINGPONG = Tiles(256, 5, parts=4, buffers=1, pingpong=True, lag=1)   # 5 x 40 KB stages, a 64 x 64 staging tile each
 
 
-def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
+def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M):
     """The A @ B (or A @ B^T) kernel with tiles `t`, for clusters of `cluster` CTAs stacked along M: they share
     each B tile, each CTA loading 1/cluster of it and multicasting it to all (less L2 traffic per FLOP)."""
     BN, BK, STAGES, TM, PP = t.bn, t.bk, t.stages, t.bm, t.pingpong
@@ -144,24 +143,17 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M, mma_lag=MMA_LAG):
     return lcf(name=name, args=("c", "a", "b", "tma_a", "tma_b", "tma_c"), tasks=tasks, iters=iters, setup=tile,
                load=load, compute=compute, finish=finish, teardown=teardown, stages=STAGES,
                stage_bytes=A_BYTES + B_BYTES, bar_offset=t.bar_off, acc_cols=BN, cluster=cluster, producer_regs=56,
-               consumer_regs=224, mma_lag=mma_lag, pingpong=PP)
+               consumer_regs=224, mma_lag=t.lag, pingpong=PP)
 
 
 _KERNELS = {}
 
 
-def _lag(t):
-    if t.lag is not None:
-        return t.lag
-    return PINGPONG_LAG if t.pingpong else MMA_LAG
-
-
-def kernel_for(transpose_b, cluster=1, t=WIDE, group_m=GROUP_M, mma_lag=None):
+def kernel_for(transpose_b, cluster=1, t=WIDE, group_m=GROUP_M):
     """The kernel for a configuration, built once (bench/gemm_sweep.py tries others than the defaults)."""
-    mma_lag = _lag(t) if mma_lag is None else mma_lag
-    key = (transpose_b, cluster, t.bn, t.bk, t.stages, t.parts, t.buffers, t.pingpong, group_m, mma_lag)
+    key = (transpose_b, cluster, t.bn, t.bk, t.stages, t.parts, t.buffers, t.pingpong, t.lag, group_m)
     if key not in _KERNELS:
-        _KERNELS[key] = _make(transpose_b, cluster, t, group_m, mma_lag)
+        _KERNELS[key] = _make(transpose_b, cluster, t, group_m)
     return _KERNELS[key]
 
 
@@ -211,13 +203,11 @@ def _cluster(t):
 
 def _launcher(transpose_b, t):
     cl = _cluster(t)
-    lag = _lag(t)
-    k = _kernels.get((transpose_b, cl, t, lag))
+    k = _kernels.get((transpose_b, cl, t))
     if k is None:
         from tkn.launch import Kernel
-        k = _kernels[transpose_b, cl, t, lag] = Kernel(kernel_for(transpose_b, cl, t, GROUP_M, lag), _signature(),
-                                                       block=384, smem=t.smem.launch_bytes,
-                                                       cluster=(cl, 1, 1) if cl > 1 else None)
+        k = _kernels[transpose_b, cl, t] = Kernel(kernel_for(transpose_b, cl, t, GROUP_M), _signature(), block=384,
+                                                  smem=t.smem.launch_bytes, cluster=(cl, 1, 1) if cl > 1 else None)
     return k
 
 

@@ -28,7 +28,7 @@ def _run(M, N, K, transpose_b, rng):
     assert err < 1e-2, err
 
 
-TILES = [G.Tiles(256, 4), G.Tiles(256, 4, parts=4), G.Tiles(128, 6), G.Tiles(64, 8, parts=1),
+TILES = [G.Tiles(256, 4), G.Tiles(256, 4, parts=4), G.Tiles(128, 6), G.NARROWEST,
          G.Tiles(256, 8, bk=32), G.PINGPONG]
 
 
@@ -55,8 +55,8 @@ def test_gemm_tile_and_ragged(transpose_b, tiles, monkeypatch):
 def test_gemm_cluster_multicast(transpose_b, lag, monkeypatch):
     """2-CTA clusters multicasting B (split by column blocks for a @ b, by rows for a @ w.T), either mma lag."""
     monkeypatch.setattr(G, "CLUSTER", 2)
-    monkeypatch.setattr(G, "MMA_LAG", lag)
-    monkeypatch.setattr(G, "_tiles", lambda M, N, K, sms: G.WIDE)
+    wide = G.Tiles(256, 4, lag=lag)
+    monkeypatch.setattr(G, "_tiles", lambda M, N, K, sms: wide)
     monkeypatch.setattr(G, "_kernels", {})
     monkeypatch.setattr(G, "_plans", {})
     rng = np.random.default_rng()
