@@ -29,24 +29,28 @@ for t, cluster in [(G.WIDE, 1), (G.WIDE, 2), (G.Tiles(256, 4, parts=4), 1), (G.N
     G.CLUSTER = cluster
     G._kernels.clear()
     G._plans.clear()
-    for M, N, K, tr in [(256, 512, 192, False), (200, 264, 136, True)]:
-        a = bits(rng.standard_normal((M, K)))
-        b = bits(rng.standard_normal((N, K))).T if tr else bits(rng.standard_normal((K, N)))
-        ref = flt(a).astype(np.float64) @ flt(np.ascontiguousarray(b)).astype(np.float64)
+    for M, N, K, ta, tb in [(256, 512, 192, False, False), (200, 264, 136, False, True),
+                            (200, 264, 131, True, False)]:
+        a = bits(rng.standard_normal((K, M))).T if ta else bits(rng.standard_normal((M, K)))
+        b = bits(rng.standard_normal((N, K))).T if tb else bits(rng.standard_normal((K, N)))
+        ref = flt(np.ascontiguousarray(a)).astype(np.float64) @ flt(np.ascontiguousarray(b)).astype(np.float64)
         e = np.linalg.norm(flt(gemm(a, b)) - ref) / np.linalg.norm(ref)
         worst = max(worst, e)
-        print("hopper gemm (numpy)", t, f"cluster {cluster}", M, N, K, "a@b.T" if tr else "a@b", f"{e:.1e}")
+        what = "a" + ".T" * ta + "@b" + ".T" * tb
+        print("hopper gemm (numpy)", t, f"cluster {cluster}", M, N, K, what, f"{e:.1e}")
         try:
             import torch
         except ImportError:
             continue
-        ta = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16).cuda()
-        tb = torch.from_numpy(np.ascontiguousarray(b.T if tr else b).view(np.int16)).view(torch.bfloat16).cuda()
-        tb = tb.T if tr else tb
+
+        def cuda(x, tr):    # the same layout on the GPU: the stored array, transposed back
+            x = torch.from_numpy(np.ascontiguousarray(x.T if tr else x).view(np.int16)).view(torch.bfloat16).cuda()
+            return x.T if tr else x
+        tA, tB = cuda(a, ta), cuda(b, tb)
         for out in [torch.empty(M, N, dtype=torch.bfloat16, device="cuda") for _ in range(2)] * 2:
             out.fill_(float("nan"))
-            gemm(ta, tb, out)
+            gemm(tA, tB, out)
             e = (np.linalg.norm(out.double().cpu().numpy() - ref) / np.linalg.norm(ref))
             worst = max(worst, e if e == e else np.inf)
-        print("hopper gemm (torch)", t, M, N, K, f"{e:.1e}")
+        print("hopper gemm (torch)", t, M, N, K, what, f"{e:.1e}")
 print("SANITIZE RUN", "PASSED" if worst < 1e-2 else "FAILED", f"worst rel err {worst:.1e}")

@@ -1,4 +1,4 @@
-"""bf16 GEMM on Hopper: C = A @ B or A @ B.T, fp32 accumulate, bf16 out.
+"""bf16 GEMM on Hopper: C = A @ B, with A and B each row-major or transposed, fp32 accumulate, bf16 out.
 
 LCF template: one producer warpgroup streams 128 x 64 tiles of A and 64 x 256 (or 256 x 64) tiles of B through a
 4-stage ring by TMA; two consumer warpgroups each own a 64 x 256 half of the 128 x 256 output tile (wgmma
@@ -58,15 +58,18 @@ NARROWEST = Tiles(64, 8, parts=1, lag=1)   # 1024^3, GPU time on the H200: 291 T
 PINGPONG = Tiles(256, 5, parts=4, buffers=1, pingpong=True, lag=1)   # 5 x 40 KB stages, a 64 x 64 staging tile each
 
 
-def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M):
-    """The A @ B (or A @ B^T) kernel with tiles `t`, for clusters of `cluster` CTAs stacked along M: they share
-    each B tile, each CTA loading 1/cluster of it and multicasting it to all (less L2 traffic per FLOP)."""
+def _make(transpose_a, transpose_b, cluster, t=WIDE, group_m=GROUP_M):
+    """The A @ B kernel (A^T: A stored K x M; B^T: B stored N x K) with tiles `t`, for clusters of `cluster` CTAs
+    stacked along M: they share each B tile, each CTA loading 1/cluster of it and multicasting it to all (less L2
+    traffic per FLOP). A stored K x M reaches wgmma as an MN-major tile, as B stored K x N does."""
     BN, BK, STAGES, TM, PP = t.bn, t.bk, t.stages, t.bm, t.pingpong
     A_OFF, B_OFF, C_OFF, A_BYTES, B_BYTES, C_BYTES = t.a_off, t.b_off, t.c_off, t.a_bytes, t.b_bytes, t.c_bytes
-    HALF_A = 0 if PP else A_BYTES // 2                 # a consumer's 64 rows of the A tile
+    HALF_A = 0 if PP else A_BYTES // 2                 # a consumer's 64 rows of A (one column block of A^T)
     CW, PARTS, NBUF = t.cw, t.parts, t.buffers
     PENDING = NBUF - 1                                 # stores that may still read staging tiles we won't touch
+    a_rows, a_cols = (BK, TM) if transpose_a else (TM, BK)
     b_rows, b_cols = (BN, BK) if transpose_b else (BK, BN)
+    mma = (wg.mma_AtBt if transpose_b else wg.mma_AtB) if transpose_a else (wg.mma_ABt if transpose_b else wg.mma_AB)
     mask = (1 << cluster) - 1
     group = group_m // cluster
 
@@ -77,7 +80,7 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M):
 
     @tkn.func
     def iters(g, task):
-        return (g[1].shape[1] + BK - 1) // BK
+        return (g[1].shape[0 if transpose_a else 1] + BK - 1) // BK
 
     @tkn.func
     def tile(g, task):
@@ -95,7 +98,8 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M):
     @tkn.func
     def load(g, buf, stage, where, it, bar):
         row, col = where
-        tma.load_async(tkn.st_bf(buf, A_OFF + stage * A_BYTES, TM, BK), g[3], (row, it), bar)
+        tma.load_async(tkn.st_bf(buf, A_OFF + stage * A_BYTES, a_rows, a_cols), g[3],
+                       (it, row) if transpose_a else (row, it), bar)
         b = tkn.st_bf(buf, B_OFF + stage * B_BYTES, b_rows, b_cols)
         bc = (col, it) if transpose_b else (it, col)
         if cluster > 1:
@@ -105,12 +109,10 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M):
 
     @tkn.func
     def compute(g, buf, stage, acc, where, it):
-        a = tkn.st_bf(buf, A_OFF + stage * A_BYTES + wg.groupid() * HALF_A, WM, BK)
+        w = wg.groupid()
+        a = tkn.st_bf(buf, A_OFF + stage * A_BYTES + w * HALF_A, BK if transpose_a else WM, WM if transpose_a else BK)
         b = tkn.st_bf(buf, B_OFF + stage * B_BYTES, b_rows, b_cols)
-        if transpose_b:
-            wg.mma_ABt(acc, a, b, it > 0)          # a new task starts from 0: no zero-fill needed
-        else:
-            wg.mma_AB(acc, a, b, it > 0)
+        mma(acc, a, b, it > 0)                     # a new task starts from 0: no zero-fill needed
         wg.mma_commit_group()
 
     @tkn.func
@@ -138,7 +140,7 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M):
         if wg.laneid() == 0:
             tma.store_async_wait(0)                # shared memory must outlive the last store
 
-    name = ("gemm_abt" if transpose_b else "gemm_ab") + (f"_c{cluster}" if cluster > 1 else "") + (
+    name = "gemm_a" + "t" * transpose_a + "b" + "t" * transpose_b + (f"_c{cluster}" if cluster > 1 else "") + (
         "" if BN == 256 else f"_n{BN}") + ("_pp" if PP else "")
     return lcf(name=name, args=("c", "a", "b", "tma_a", "tma_b", "tma_c"), tasks=tasks, iters=iters, setup=tile,
                load=load, compute=compute, finish=finish, teardown=teardown, stages=STAGES,
@@ -149,19 +151,21 @@ def _make(transpose_b, cluster, t=WIDE, group_m=GROUP_M):
 _KERNELS = {}
 
 
-def kernel_for(transpose_b, cluster=1, t=WIDE, group_m=GROUP_M):
+def kernel_for(transpose_a, transpose_b, cluster=1, t=WIDE, group_m=GROUP_M):
     """The kernel for a configuration, built once (bench/gemm_sweep.py tries others than the defaults)."""
-    key = (transpose_b, cluster, t.bn, t.bk, t.stages, t.parts, t.buffers, t.pingpong, t.lag, group_m)
+    key = (transpose_a, transpose_b, cluster, t.bn, t.bk, t.stages, t.parts, t.buffers, t.pingpong, t.lag, group_m)
     if key not in _KERNELS:
-        _KERNELS[key] = _make(transpose_b, cluster, t, group_m)
+        _KERNELS[key] = _make(transpose_a, transpose_b, cluster, t, group_m)
     return _KERNELS[key]
 
 
-gemm_ab, gemm_abt = kernel_for(False), kernel_for(True)
-gemm_ab_c2, gemm_abt_c2 = kernel_for(False, 2), kernel_for(True, 2)
-gemm_ab_n128, gemm_abt_n128 = kernel_for(False, 1, NARROW), kernel_for(True, 1, NARROW)
-gemm_ab_n64, gemm_abt_n64 = kernel_for(False, 1, NARROWEST), kernel_for(True, 1, NARROWEST)
-gemm_ab_pp, gemm_abt_pp = kernel_for(False, 1, PINGPONG), kernel_for(True, 1, PINGPONG)
+gemm_ab, gemm_abt = kernel_for(False, False), kernel_for(False, True)
+gemm_atb, gemm_atbt = kernel_for(True, False), kernel_for(True, True)        # a.T @ b: the weight gradient
+gemm_ab_c2, gemm_abt_c2 = kernel_for(False, False, 2), kernel_for(False, True, 2)
+gemm_ab_n128, gemm_abt_n128 = kernel_for(False, False, 1, NARROW), kernel_for(False, True, 1, NARROW)
+gemm_ab_n64, gemm_abt_n64 = kernel_for(False, False, 1, NARROWEST), kernel_for(False, True, 1, NARROWEST)
+gemm_ab_pp, gemm_abt_pp = kernel_for(False, False, 1, PINGPONG), kernel_for(False, True, 1, PINGPONG)
+gemm_atb_pp = kernel_for(True, False, 1, PINGPONG)
 
 
 # ------------------------------------------------------------------------------------------------ host side
@@ -201,32 +205,33 @@ def _cluster(t):
     return CLUSTER if t.bn == 256 and not t.pingpong else 1   # ping-pong in clusters measured 0.64-0.97x
 
 
-def _launcher(transpose_b, t):
+def _launcher(tr, t):
+    """The launcher for layout tr = (transpose_a, transpose_b) and tiles t."""
     cl = _cluster(t)
-    k = _kernels.get((transpose_b, cl, t))
+    k = _kernels.get((tr, cl, t))
     if k is None:
         from tkn.launch import Kernel
-        k = _kernels[transpose_b, cl, t] = Kernel(kernel_for(transpose_b, cl, t, GROUP_M), _signature(), block=384,
+        k = _kernels[tr, cl, t] = Kernel(kernel_for(*tr, cl, t, GROUP_M), _signature(), block=384,
                                                   smem=t.smem.launch_bytes, cluster=(cl, 1, 1) if cl > 1 else None)
     return k
 
 
-def _boxes(transpose_b, t):
+def _boxes(tr, t):
     """TMA (box, swizzle bytes) of A and B: one swizzle-wide column block, of the rows one CTA of a cluster
     loads (tma.load_async_multicast splits B by whole column blocks where it has several, else by rows)."""
     cl, swz = _cluster(t), ptx.wgmma.st_swizzle_bytes
-    a = (t.bm, t.bk), swz(t.bk, 2)
-    if transpose_b:
+    a = ((t.bk, swz(t.bm, 2) // 2), swz(t.bm, 2)) if tr[0] else ((t.bm, t.bk), swz(t.bk, 2))
+    if tr[1]:
         return a, ((t.bn // cl, t.bk), swz(t.bk, 2))
     return a, ((t.bk, swz(t.bn, 2) // 2), swz(t.bn, 2))
 
 
-def _grid(M, N, sms, t, transpose_b):
+def _grid(M, N, sms, t, tr):
     """Persistent: one block per SM, or per resident cluster slot (a GPC may not hold a whole number of
     clusters, and clusters beyond the resident ones would wait for a whole first wave)."""
     cl = _cluster(t)
     tasks = -(-M // (t.bm * cl)) * -(-N // t.bn)
-    slots = sms // cl if cl == 1 else min(sms // cl, _launcher(transpose_b, t).max_active_clusters())
+    slots = sms // cl if cl == 1 else min(sms // cl, _launcher(tr, t).max_active_clusters())
     return cl * min(tasks, slots)
 
 
@@ -248,9 +253,22 @@ def _num_sms():
     return cuda.get_current_device().MULTIPROCESSOR_COUNT
 
 
+def _transposed(info, name):
+    """False if `info` (rows x cols, bf16) is row-major, True if it is the transpose view of a row-major
+    cols x rows array (what x.T gives); anything else is refused. Sizes of 1 take any stride, as in torch."""
+    (rows, cols), (s0, s1) = info.shape, info.strides
+    if (s1 == 2 or cols == 1) and (s0 == 2 * cols or rows == 1):
+        return False
+    if (s0 == 2 or rows == 1) and (s1 == 2 * rows or cols == 1):
+        return True
+    raise ValueError(f"gemm: {name} must be row-major (strides ({2 * cols}, 2) bytes) or the transpose of a "
+                     f"row-major ({cols}, {rows}) array (strides (2, {2 * rows})), got strides {info.strides}; "
+                     f"copy it first (.contiguous())")
+
+
 def _check(a, b):
-    """Validate a and b; return (M, N, K, transpose_b)."""
-    ia = interop.check_array(a, "a", dtype="bfloat16", ndim=2, contiguous=True, align=16)
+    """Validate a and b; return (M, N, K, (transpose_a, transpose_b))."""
+    ia = interop.check_array(a, "a", dtype="bfloat16", ndim=2, contiguous=False, align=16)
     ib = interop.check_array(b, "b", dtype="bfloat16", ndim=2, contiguous=False, align=16)
     M, K = ia.shape
     if ib.shape[0] != K:
@@ -258,15 +276,23 @@ def _check(a, b):
     N = ib.shape[1]
     if M == 0 or N == 0 or K == 0:
         raise ValueError(f"gemm: empty problem {M}x{N}x{K}")
-    if K % 8 or N % 8:
-        raise ValueError(f"gemm: K={K} and N={N} must be multiples of 8 (TMA needs 16-byte aligned rows of bf16)")
     if ia.device != ib.device:
         raise ValueError(f"gemm: a is on {ia.device} and b on {ib.device}; both must be on the same device")
-    transpose_b = ib.strides[0] == 2 and ib.strides[1] == 2 * K       # b is the transpose view of (N, K)
-    if not transpose_b and ib.strides != (2 * N, 2):
-        raise ValueError(f"gemm: b must be row-major (strides ({2 * N}, 2) bytes) or the transpose of a "
-                         f"row-major (N, K) array (strides (2, {2 * K})), got strides {ib.strides}")
-    return M, N, K, transpose_b
+    tr = _transposed(ia, "a"), _transposed(ib, "b")
+    rows = {"M" if tr[0] else "K": M if tr[0] else K, "N": N}        # row lengths of a's, b's and out's storage
+    if tr[1]:
+        rows["K"] = K
+    bad = [f"{k}={v}" for k, v in rows.items() if v % 8]
+    if bad:
+        raise ValueError(f"gemm: {' and '.join(bad)} must be {'multiples' if bad[1:] else 'a multiple'} of 8: "
+                         f"rows of the arrays under a ({'K x M' if tr[0] else 'M x K'}), b "
+                         f"({'N x K' if tr[1] else 'K x N'}) and out (M x N) must be 16-byte aligned for TMA")
+    return M, N, K, tr
+
+
+def _stored(x, transposed):
+    """The row-major array under operand x (x itself, or x.T for a transposed view)."""
+    return x.T if transposed else x
 
 
 def _check_out(out, M, N):
@@ -281,17 +307,17 @@ _plans = {}   # torch calls: (a, b) -> _Plan and (a, b, out) -> (launch, stream 
 def _torch_plan(a, b):
     """Everything about a call that depends only on a's and b's addresses and layouts, for torch CUDA tensors."""
     import torch
-    M, N, K, transpose_b = _check(a, b)
+    M, N, K, tr = _check(a, b)
     sms = torch.cuda.get_device_properties(a.device).multi_processor_count
     t = _tiles(M, N, K, sms)
-    grid = _grid(M, N, sms, t, transpose_b)
-    bop = b.T if transpose_b else b
-    tms = [torch.from_numpy(tma.encode_tensormap("bfloat16", x.data_ptr(), tuple(x.shape),
-                                                 tuple(2 * st for st in x.stride()), box, swz)).to(a.device)
-           for x, (box, swz) in zip((a, bop), _boxes(transpose_b, t))]
+    grid = _grid(M, N, sms, t, tr)
+    aop, bop = _stored(a, tr[0]), _stored(b, tr[1])
+    tms = [torch.from_numpy(tma.encode_tensormap("bfloat16", x.data_ptr(), tuple(x.shape), (2 * x.shape[1], 2),
+                                                 box, swz)).to(a.device)
+           for x, (box, swz) in zip((aop, bop), _boxes(tr, t))]
     out = torch.empty((M, N), dtype=torch.bfloat16, device=a.device)
-    launch = _launcher(transpose_b, t).prepare(grid, out, a, bop, tms[0], tms[1], _out_tensormap(out))
-    launch.keep = (bop, tms)                       # the tensormaps must outlive the plan
+    launch = _launcher(tr, t).prepare(grid, out, aop, bop, tms[0], tms[1], _out_tensormap(out))
+    launch.keep = (aop, bop, tms)                  # the tensormaps must outlive the plan
     return _Plan(launch, (M, N), a.device.index)
 
 
@@ -347,15 +373,19 @@ def _out_tensormap(out):
 
 
 def gemm(a, b, out=None):
-    """C = a @ b in bf16 with fp32 accumulation. a: (M, K) bf16; b: (K, N) bf16, row-major, or the transpose
-    view of an (N, K) row-major array (e.g. torch's `w.T`), which runs the A @ B^T kernel without a copy.
+    """C = a @ b in bf16 with fp32 accumulation. a: (M, K) bf16; b: (K, N) bf16. Each is row-major or the
+    transpose view of a row-major array (torch's `x.T`), which runs the A^T / B^T kernel without a copy.
     Arrays: torch / cupy / numba device arrays (bf16, or uint16 bits), or numpy uint16 bits (copied).
-    K and N must be multiples of 8 (TMA's 16-byte row rule); any M, N, K otherwise: edges are masked by TMA.
-    Returns out (allocated like a when None). Runs on torch's current stream for torch tensors."""
-    if type(a) is _Tensor and type(b) is _Tensor:
+    The rows of the arrays under a, b and out must be multiples of 8 long (TMA's 16-byte rule): K and N, and M
+    where a is transposed; any sizes otherwise: edges are masked by TMA.
+    Returns out (allocated like a when None). Runs on torch's current stream for torch tensors; differentiable
+    (torch autograd) when a or b requires grad."""
+    if isinstance(a, _Tensor) and isinstance(b, _Tensor):            # nn.Parameter too
+        if (a.requires_grad or b.requires_grad) and _torch.is_grad_enabled():
+            return _autograd(a, b, out)
         if out is None and a.is_cuda and a.dim() == 2 and b.dim() == 2:
             out = _torch.empty((a.shape[0], b.shape[1]), dtype=_BF16, device=a.device)
-        if type(out) is _Tensor:
+        if isinstance(out, _Tensor):
             # hot path: one lookup by the three tensors' addresses and layouts (device pointers are unique across
             # devices, so they name the device too); everything else was checked when the entry was made
             key = (a.data_ptr(), b.data_ptr(), out.data_ptr(), a.shape, b.shape, out.shape, a.stride(), b.stride(),
@@ -369,24 +399,69 @@ def gemm(a, b, out=None):
 
 
 def _gemm_generic(a, b, out):
-    M, N, K, transpose_b = _check(a, b)
+    M, N, K, tr = _check(a, b)
     if out is None:
         out = interop.empty((M, N), "bfloat16", like=a)
     else:
         _check_out(out, M, N)
-    da = interop.as_device_array(a, "a", dtype="bfloat16", ndim=2)
-    db = interop.as_device_array(b.T if transpose_b else b, "b", dtype="bfloat16", ndim=2)
+    da = interop.as_device_array(_stored(a, tr[0]), "a", dtype="bfloat16", ndim=2)
+    db = interop.as_device_array(_stored(b, tr[1]), "b", dtype="bfloat16", ndim=2)
     dc = interop.as_device_array(out, "out", dtype="bfloat16", ndim=2)
     sms = _num_sms()
     t = _tiles(M, N, K, sms)
-    (box_a, swz_a), (box_b, swz_b) = _boxes(transpose_b, t)
+    (box_a, swz_a), (box_b, swz_b) = _boxes(tr, t)
     tm_a = _tensormap(da, box_a, swz_a)
     tm_b = _tensormap(db, box_b, swz_b)
     tm_c = _tensormap(dc, (WM, 64), 128)
-    _launcher(transpose_b, t)(_grid(M, N, sms, t, transpose_b), dc, da, db, tm_a, tm_b, tm_c)
+    _launcher(tr, t)(_grid(M, N, sms, t, tr), dc, da, db, tm_a, tm_b, tm_c)
     if dc is not out and not SIM and interop.array_info(out, "out").device == -1:
         interop.copy_back(dc, out)
     return interop.to_user(out, like=a)
+
+
+def _autograd(a, b, out):
+    if out is not None:      # as torch.matmul(..., out=)
+        raise RuntimeError("gemm(): out= does not support automatic differentiation, but a or b requires grad; "
+                           "leave out=None, or call it under torch.no_grad()")
+    return _Gemm.apply(a, b)
+
+
+def _operand(x):
+    """x if gemm takes it as it is (row-major or a transposed view, 16-byte aligned), else a row-major copy:
+    gradients arrive in any layout (expanded, sliced)."""
+    (r, c), (s0, s1) = x.shape, x.stride()
+    if x.data_ptr() % 16 == 0 and ((s1 == 1 or c == 1) and (s0 == c or r == 1) or
+                                   (s0 == 1 or r == 1) and (s1 == r or c == 1)):
+        return x
+    return x.clone(memory_format=_torch.contiguous_format)
+
+
+def _make_autograd():
+    class Gemm(_torch.autograd.Function):
+        """out = a @ b; d(a) = d(out) @ b.T, d(b) = a.T @ d(out), each one GEMM with the transposes read in place."""
+
+        @staticmethod
+        def forward(ctx, a, b):
+            ctx.save_for_backward(a, b)
+            return gemm(a, b)
+
+        @staticmethod
+        def backward(ctx, grad):
+            a, b = ctx.saved_tensors
+            grad = _operand(grad.to(_BF16))
+            da = _product_like(a, grad, b.T) if ctx.needs_input_grad[0] else None
+            db = _product_like(b, a.T, grad) if ctx.needs_input_grad[1] else None
+            return da, db
+    return Gemm
+
+
+def _product_like(x, lhs, rhs):
+    """lhs @ rhs, the gradient of x, stored as x is: for x = w.T (a weight used transposed), (rhs.T @ lhs.T).T,
+    so that w.grad comes out row-major like w."""
+    s0, s1 = x.stride()
+    if s0 == 1 and s1 != 1:
+        return gemm(rhs.T, lhs.T).T
+    return gemm(lhs, rhs)
 
 
 class _NoTorch:
@@ -398,3 +473,4 @@ try:
     _Tensor, _BF16 = _torch.Tensor, _torch.bfloat16
 except ImportError:
     _torch, _Tensor, _BF16 = None, _NoTorch, None
+_Gemm = _make_autograd() if _torch else None

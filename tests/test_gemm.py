@@ -11,8 +11,11 @@ G = sys.modules["tkn.kernels.gemm"]
 bits, flt = tkn.ptx.bf16_bits, tkn.ptx.bf16_float
 
 
-def _run(M, N, K, transpose_b, rng):
-    a = bits(rng.standard_normal((M, K)))
+def _run(M, N, K, transpose_b, rng, transpose_a=False):
+    if transpose_a:                                    # a.T @ b: a is the transpose view of a (K, M) array
+        a = bits(rng.standard_normal((K, M))).T
+    else:
+        a = bits(rng.standard_normal((M, K)))
     if transpose_b:
         bt = bits(rng.standard_normal((N, K)))
         b, ref_b = bt.T, flt(bt).astype(np.float64).T
@@ -49,6 +52,25 @@ def test_gemm_tile_and_ragged(transpose_b, tiles, monkeypatch):
         _run(M, N, K, transpose_b, rng)
 
 
+@pytest.mark.parametrize("tiles", [G.WIDE, G.NARROWEST, G.PINGPONG], ids=repr)
+@pytest.mark.parametrize("transpose_b", [False, True])
+def test_gemm_transposed_a(transpose_b, tiles, monkeypatch):
+    """a.T @ b and a.T @ b.T (the weight gradient): A's tiles arrive K x M and wgmma reads them MN-major.
+    With neither a's nor b's rows running along K, K need not be a multiple of 8: TMA zero-fills past it."""
+    monkeypatch.setattr(G, "_tiles", lambda M, N, K, sms: tiles)
+    rng = np.random.default_rng()
+    k = 8 if transpose_b else int(rng.integers(1, 8))     # a ragged K where b is row-major
+    if tkn.ptx.SIM:
+        shapes = [(128, 256, 64), (72 + 8 * int(rng.integers(0, 6)), 136, 72 + k)]
+        if tiles.pingpong:
+            monkeypatch.setattr(G, "_num_sms", lambda: 1)
+            shapes = [(384 - 8 * int(rng.integers(0, 4)), 256, 120 + k)]
+    else:
+        shapes = [(128, 256, 64), (1000, 1032, 512 + k), (4096, 4096, 4096), (336, 8, k)]
+    for M, N, K in shapes:
+        _run(M, N, K, transpose_b, rng, transpose_a=True)
+
+
 @pytest.mark.gpu_only
 @pytest.mark.parametrize("transpose_b", [False, True])
 @pytest.mark.parametrize("lag", [0, 1])
@@ -62,11 +84,12 @@ def test_gemm_cluster_multicast(transpose_b, lag, monkeypatch):
     rng = np.random.default_rng()
     for M, N, K in [(512, 512, 256), (1000, 1032, 520), (4096, 4096, 1024), (136, 8, 8)]:
         _run(M, N, K, transpose_b, rng)
+    _run(1000, 1032, 520, transpose_b, rng, transpose_a=True)
 
 
 def test_gemm_rejects_bad_input():
     a = np.zeros((64, 60), np.uint16)
-    with pytest.raises(ValueError, match="multiples of 8"):
+    with pytest.raises(ValueError, match="K=60 must be a multiple of 8"):
         gemm(a, np.zeros((60, 64), np.uint16))
     with pytest.raises(ValueError, match="b needs 64 rows"):
         gemm(np.zeros((64, 64), np.uint16), np.zeros((32, 64), np.uint16))
@@ -74,11 +97,16 @@ def test_gemm_rejects_bad_input():
         gemm(np.zeros((64, 64), np.float32), np.zeros((64, 64), np.uint16))
     with pytest.raises(ValueError, match="out"):
         gemm(np.zeros((64, 64), np.uint16), np.zeros((64, 64), np.uint16), np.zeros((32, 64), np.uint16))
+    with pytest.raises(ValueError, match="a must be row-major"):           # every other row: neither layout
+        gemm(np.zeros((128, 64), np.uint16)[::2], np.zeros((64, 64), np.uint16))
+    with pytest.raises(ValueError, match="M=60 must be a multiple of 8"):  # a.T's rows would be 120 bytes
+        gemm(np.zeros((64, 60), np.uint16).T, np.zeros((64, 64), np.uint16))
 
 
 @pytest.mark.sass
 @pytest.mark.parametrize("kernel", ["gemm_ab", "gemm_abt", "gemm_ab_c2", "gemm_abt_c2", "gemm_ab_n128",
-                                    "gemm_abt_n128", "gemm_ab_n64", "gemm_ab_pp", "gemm_abt_pp"])
+                                    "gemm_abt_n128", "gemm_ab_n64", "gemm_ab_pp", "gemm_abt_pp", "gemm_atb",
+                                    "gemm_atbt", "gemm_atb_pp"])
 def test_gemm_sass(kernel):
     """The Hopper GEMM is what it claims: wgmma, TMA loads, register reallocation, and no local memory."""
     import tkn.sass
@@ -131,3 +159,32 @@ def test_gemm_torch_outputs_switch_and_threads():
                       (torch.empty(N, M, device="cuda", dtype=torch.bfloat16).T, "out")]:
         with pytest.raises((TypeError, ValueError), match=what):   # the cached call must not take these
             gemm(a, b, bad)
+
+
+@pytest.mark.gpu_only
+def test_gemm_torch_autograd():
+    """d(a) = d(out) @ b.T and d(b) = a.T @ d(out) through the transposed kernels, for b and for w.T (an
+    nn.Parameter's view), against float64; a gradient that arrives expanded or sliced is copied, not refused."""
+    torch = pytest.importorskip("torch")
+    for M, N, K in [(1000, 1032, 520), (256, 512, 128), (2048, 1024, 4096)]:
+        a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        w = torch.nn.Parameter(torch.randn(N, K, device="cuda", dtype=torch.bfloat16))
+        b = torch.randn(K, N, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        r = torch.randn(M, N, device="cuda", dtype=torch.float64)
+        for rhs, leaf, to_leaf in [(b, b, lambda g: g), (w.T, w, lambda g: g.T)]:
+            a.grad = leaf.grad = None
+            out = gemm(a, rhs)
+            assert out.requires_grad and out.grad_fn is not None
+            (out.double() * r).sum().backward()
+            ga, gb = r @ rhs.detach().double().T, a.detach().double().T @ r
+            for got, ref in [(a.grad, ga), (to_leaf(leaf.grad), gb)]:
+                assert not got.isnan().any()
+                assert ((got.double() - ref).norm() / ref.norm()).item() < 1e-2
+        a.grad = None
+        gemm(a, b).sum().backward()                 # d(out) is an expanded scalar (strides 0, 0)
+        ref = torch.ones(M, N, device="cuda", dtype=torch.float64) @ b.detach().double().T
+        assert ((a.grad.double() - ref).norm() / ref.norm()).item() < 1e-2
+    with pytest.raises(RuntimeError, match="out= does not support automatic differentiation"):
+        gemm(a, b, torch.empty(M, N, device="cuda", dtype=torch.bfloat16))
+    with torch.no_grad():
+        assert gemm(a, b).grad_fn is None
