@@ -257,10 +257,12 @@ def _transposed(info, name):
     """False if `info` (rows x cols, bf16) is row-major, True if it is the transpose view of a row-major
     cols x rows array (what x.T gives); anything else is refused. Sizes of 1 take any stride, as in torch."""
     (rows, cols), (s0, s1) = info.shape, info.strides
-    if (s1 == 2 or cols == 1) and (s0 == 2 * cols or rows == 1):
-        return False
-    if (s0 == 2 or rows == 1) and (s1 == 2 * rows or cols == 1):
-        return True
+    row_major = (s1 == 2 or cols == 1) and (s0 == 2 * cols or rows == 1)
+    transposed = (s0 == 2 or rows == 1) and (s1 == 2 * rows or cols == 1)
+    if row_major and transposed:      # one row or one column: either; a single column is stored as one row
+        return cols == 1 and rows > 1
+    if row_major or transposed:
+        return transposed
     raise ValueError(f"gemm: {name} must be row-major (strides ({2 * cols}, 2) bytes) or the transpose of a "
                      f"row-major ({cols}, {rows}) array (strides (2, {2 * rows})), got strides {info.strides}; "
                      f"copy it first (.contiguous())")

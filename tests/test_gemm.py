@@ -155,6 +155,22 @@ def test_gemm_torch_outputs_switch_and_threads():
     with ThreadPoolExecutor(len(outs)) as pool:
         errs += list(pool.map(run, range(len(outs))))
     assert all(e < 1e-2 for e in errs), errs     # NaN fails the comparison too
+    # a thread that never touched CUDA (no current context) makes a new plan: tensormaps, launch
+    import threading
+    a2 = torch.randn(M, 256, device="cuda", dtype=torch.bfloat16)
+    b2 = torch.randn(N, 256, device="cuda", dtype=torch.bfloat16).T
+    from cuda.bindings import driver
+    got = []
+
+    def fresh_thread():
+        driver.cuCtxSetCurrent(driver.CUcontext(0))     # as torch's autograd threads may be
+        got.append(gemm(a2, b2))
+    th = threading.Thread(target=fresh_thread)
+    th.start()
+    th.join()
+    torch.cuda.synchronize()
+    ref2 = a2.double() @ b2.double()
+    assert got and ((got[0].double() - ref2).norm() / ref2.norm()).item() < 1e-2
     for bad, what in [(outs[0].view(torch.float16), "'out'"), (outs[0][:, :N // 2], "out"),
                       (torch.empty(N, M, device="cuda", dtype=torch.bfloat16).T, "out")]:
         with pytest.raises((TypeError, ValueError), match=what):   # the cached call must not take these

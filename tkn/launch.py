@@ -619,7 +619,13 @@ class Prepared:
             cs = _custream(stream)
         err, = self._go(cs, self.pointer, 0)
         if err:
-            raise RuntimeError(f"{self.kernel.name}: launch failed with {err.name}")
+            from cuda.bindings import driver
+            if err == driver.CUresult.CUDA_ERROR_INVALID_CONTEXT:   # a thread that never touched CUDA
+                from numba import cuda
+                cuda.current_context()
+                err, = self._go(cs, self.pointer, 0)
+            if err:
+                raise RuntimeError(f"{self.kernel.name}: launch failed with {err.name}")
 
 
 _numba_streams = {}

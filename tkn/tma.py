@@ -63,6 +63,11 @@ def encode_tensormap(dtype, global_address, shape, strides_bytes, box, swizzle_b
     """The 128 bytes (numpy uint8) of a tiled tensormap; shape, strides_bytes and box in numpy order."""
     elem, elsize = element(dtype)
     shape, strides, box = [int(x) for x in shape], [int(x) for x in strides_bytes], [int(x) for x in box]
+    for i in range(len(shape) - 2, -1, -1):      # a dimension of 1 has any stride (torch, numpy): make it dense
+        if shape[i] == 1:
+            strides[i] = strides[i + 1] * shape[i + 1]
+    if shape and shape[-1] == 1:
+        strides[-1] = elsize
     address, swizzle = int(global_address), int(swizzle_bytes)
     _check(elsize, address, shape, strides, box, swizzle, l2_promotion)
     dims, tstrides, tbox = shape[::-1], strides[::-1], box[::-1]  # TMA order: innermost first
@@ -84,11 +89,20 @@ def _driver_encode(elem, address, dims, strides, box, swizzle, l2_promotion):
           128: d.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_128B,
           256: d.CUtensorMapL2promotion.CU_TENSOR_MAP_L2_PROMOTION_L2_256B}[l2_promotion]
     d.cuInit(0)
-    err, tmap = d.cuTensorMapEncodeTiled(
-        dt, len(dims), address, [d.cuuint64_t(x) for x in dims], [d.cuuint64_t(x) for x in strides[1:]],
-        [d.cuuint32_t(x) for x in box], [d.cuuint32_t(1)] * len(dims),
-        d.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE, sw, l2,
-        d.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)  # NONE = zeros
+
+    def encode():
+        return d.cuTensorMapEncodeTiled(
+            dt, len(dims), address, [d.cuuint64_t(x) for x in dims], [d.cuuint64_t(x) for x in strides[1:]],
+            [d.cuuint32_t(x) for x in box], [d.cuuint32_t(1)] * len(dims),
+            d.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE, sw, l2,
+            d.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)  # NONE = zeros
+    err, tmap = encode()
+    if err == d.CUresult.CUDA_ERROR_INVALID_CONTEXT:
+        # a thread with no current context (torch runs backward on its own threads): make the device's
+        # primary context (numba's, which torch and cupy share) current, as tkn.launch does
+        from numba import cuda
+        cuda.current_context()
+        err, tmap = encode()
     if err != d.CUresult.CUDA_SUCCESS:
         raise RuntimeError(f"cuTensorMapEncodeTiled failed: {err}")
     return np.array([int(x) for x in tmap.opaque], dtype=np.uint64).view(np.uint8).copy()
