@@ -6,8 +6,9 @@ m64n256k16, 128 f32 accumulators per thread) and send it out in two 64 x 128 hal
 TMA stores, which run on while the next task's wgmmas start.
 Persistent: ~one block per SM walks the tiles in L2-friendly groups of GROUP_M tile-rows; each task's tile
 coordinates are worked out once (the template's setup), so the producer's per-stage loop is a wait and 5 TMAs.
-Short K (<= 2048, few k-steps per tile, so the epilogue weighs more): ping-pong, each consumer a whole 64 x 256
-tile in turn (5 stages of 64 x 64 A + 64 x 256 B), its epilogue under the other's wgmmas.
+Ping-pong tiles (PINGPONG: each consumer a whole 64 x 256 tile in turn, its epilogue under the other's wgmmas)
+are built and tested but off by default: kernel against kernel they lost to the cooperative tiles at every K
+(PINGPONG_MAX_K).
 Problems too small to fill half the SMs with 128 x 256 tiles use 128 x 128 (6 stages) or 128 x 64 (8 stages).
 """
 import os
@@ -187,13 +188,13 @@ def _signature():
 CLUSTER = 1 if SIM else int(os.environ.get("TKN_GEMM_CLUSTER", "1"))
 
 
-PINGPONG_MAX_K = 2048       # ping-pong tiles up to this K (8192 x 8192 x 1024: 645 vs 575 TFLOP/s on the H100;
-                            # at 8192^3 and 16384^3 the cooperative 128 x 256 tiles win: B is loaded half as often)
+PINGPONG_MAX_K = 0    # ping-pong tiles up to this K: none. GPU time on the H200, 3 rounds each (bench/NOTES.md v9):
+                      # 2048^3 671 vs 663, 8192 x 8192 x 1024 713 vs 694, 4096 x 4096 x 2048 747 vs 726 TFLOP/s for
+                      # the cooperative 128 x 256 tiles, which load each B tile half as often
 
 
 def _tiles(M, N, K, sms):
-    """The widest tiles that fill at least half the SMs (1024 x 1024: 32 wide, 64 narrow, 128 narrowest); wide
-    ones in ping-pong where K is short and the epilogue a large share of each tile's time."""
+    """The widest tiles that fill at least half the SMs (1024 x 1024: 32 wide, 64 narrow, 128 narrowest)."""
     if -(-M // BM) * -(-N // WIDE.bn) >= sms // 2:
         return PINGPONG if K <= PINGPONG_MAX_K else WIDE
     if -(-M // BM) * -(-N // NARROW.bn) >= sms // 2:
