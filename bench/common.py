@@ -12,14 +12,15 @@ def medians_ms(*fns, warmup=5, reps=20):
     return _alternating(fns, warmup, reps, calls=1, queued=False)
 
 
-def queued_ms(*fns, calls=10, reps=15, warmup=5):
+def queued_ms(*fns, calls=10, reps=15, warmup=5, spin=2_000_000):
     """Median GPU milliseconds per call of each fn(), from `reps` windows of `calls` calls each, queued behind a
-    ~1 ms spin kernel so the GPU never waits for the host: kernel time only (medians_ms counts the host's launch
-    time too, since each call starts on an idle GPU). Windows of the functions alternate."""
-    return _alternating(fns, warmup, reps, calls, queued=True)
+    spin kernel of `spin` cycles (~1 ms by default; more where the host needs longer to queue the window) so the
+    GPU never waits for the host: kernel time only (medians_ms counts the host's launch time too, since each call
+    starts on an idle GPU). Windows of the functions alternate."""
+    return _alternating(fns, warmup, reps, calls, queued=True, spin=spin)
 
 
-def _alternating(fns, warmup, reps, calls, queued):
+def _alternating(fns, warmup, reps, calls, queued, spin=0):
     import torch
     for _ in range(warmup):
         for fn in fns:
@@ -30,7 +31,7 @@ def _alternating(fns, warmup, reps, calls, queued):
         for fn, ts in zip(fns, times):
             s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             if queued:
-                torch.cuda._sleep(2_000_000)
+                torch.cuda._sleep(spin)
             s.record()
             for _ in range(calls):
                 fn()

@@ -11,7 +11,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples"))
 import tkn  # noqa: E402
-from tkn.kernels import gemm  # noqa: E402
+from tkn.kernels import gemm, gemm_fp8  # noqa: E402, F401
 from gemm_one_warp import run  # noqa: E402
 
 G = sys.modules["tkn.kernels.gemm"]
@@ -53,4 +53,15 @@ for t, cluster in [(G.WIDE, 1), (G.WIDE, 2), (G.Tiles(256, 4, parts=4), 1), (G.N
             e = (np.linalg.norm(out.double().cpu().numpy() - ref) / np.linalg.norm(ref))
             worst = max(worst, e if e == e else np.inf)
         print("hopper gemm (torch)", t, M, N, K, what, f"{e:.1e}")
+F = sys.modules["tkn.kernels.gemm_fp8"]
+G.CLUSTER = 1
+for t in (F.WIDE, F.NARROWEST):                     # fp8: e4m3 tiles, k32 wgmmas, the scaled epilogue
+    F._tiles = lambda M, N, K, sms: t
+    G._kernels.clear()
+    for M, N, K in [(256, 512, 256), (200, 264, 144)]:
+        a, w = tkn.ptx.e4m3_bits(rng.standard_normal((M, K))), tkn.ptx.e4m3_bits(rng.standard_normal((N, K)))
+        ref = 0.5 * tkn.ptx.e4m3_float(a).astype(np.float64) @ tkn.ptx.e4m3_float(w).astype(np.float64).T
+        e = np.linalg.norm(flt(F.gemm_fp8(a, w.T, 0.5)) - ref) / np.linalg.norm(ref)
+        worst = max(worst, e if e == e else np.inf)
+        print("hopper gemm_fp8 (numpy)", t, M, N, K, f"{e:.1e}")
 print("SANITIZE RUN", "PASSED" if worst < 1e-2 else "FAILED", f"worst rel err {worst:.1e}")

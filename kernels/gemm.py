@@ -34,24 +34,26 @@ class Tiles:
     stage's wgmmas and free it at once: the other consumer keeps the tensor cores busy) or 1 (one stage of wgmmas
     in flight: ping-pong, where one consumer issues at a time, and the short 128 x 64 tiles)."""
 
-    def __init__(self, bn, stages, parts=2, bk=64, buffers=None, pingpong=False, lag=0):
+    def __init__(self, bn, stages, parts=2, bk=64, buffers=None, pingpong=False, lag=0, kind="bf16"):
         BK = self.bk = bk
-        self.lag = lag
+        self.lag, self.kind = lag, kind              # kind: the inputs' ("bf16", or "e4m3": fp8, bk=128 bytes too)
         self.bm = bm = WM if pingpong else BM
         self.bn, self.stages, self.parts, self.pingpong = bn, stages, parts, pingpong
         self.cw = bn // parts
         self.buffers = buffers or (1 if parts <= 2 else 2)
         self.smem = s = tkn.SharedLayout()
-        self.a_off = s.st("bf16", bm, BK, count=stages)
-        self.b_off = s.st("bf16", BK, bn, count=stages)
+        self.a_off = s.st(kind, bm, BK, count=stages)
+        self.b_off = s.st(kind, BK, bn, count=stages)
         self.c_off = s.st("bf16", WM, self.cw, count=2 * self.buffers)
         self.bar_off = s.alloc(8 * 2 * stages, align=8)
-        self.a_bytes, self.b_bytes = tkn.st_bytes("bf16", bm, BK), tkn.st_bytes("bf16", BK, bn)
+        self.a_bytes, self.b_bytes = tkn.st_bytes(kind, bm, BK), tkn.st_bytes(kind, BK, bn)
         self.c_bytes = tkn.st_bytes("bf16", WM, self.cw)
 
     def __repr__(self):
         pp = ", pingpong" if self.pingpong else ""
-        return f"Tiles({self.bm}x{self.bn}, bk={self.bk}, stages={self.stages}, parts={self.parts}{pp}, lag={self.lag})"
+        fp8 = ", e4m3" if self.kind == "e4m3" else ""
+        return (f"Tiles({self.bm}x{self.bn}, bk={self.bk}, stages={self.stages}, parts={self.parts}{pp}, "
+                f"lag={self.lag}{fp8})")
 
 
 WIDE, NARROW = Tiles(256, 4), Tiles(128, 6)
@@ -70,6 +72,8 @@ def _make(transpose_a, transpose_b, cluster, t=WIDE, group_m=GROUP_M):
     PENDING = NBUF - 1                                 # stores that may still read staging tiles we won't touch
     a_rows, a_cols = (BK, TM) if transpose_a else (TM, BK)
     b_rows, b_cols = (BN, BK) if transpose_b else (BK, BN)
+    FP8 = t.kind == "e4m3"                             # fp8 in, scaled by the kernel's last argument
+    st_in = tkn.st_fp8 if FP8 else tkn.st_bf
     mma = (wg.mma_AtBt if transpose_b else wg.mma_AtB) if transpose_a else (wg.mma_ABt if transpose_b else wg.mma_AB)
     mask = (1 << cluster) - 1
     group = group_m // cluster
@@ -99,9 +103,9 @@ def _make(transpose_a, transpose_b, cluster, t=WIDE, group_m=GROUP_M):
     @tkn.func
     def load(g, buf, stage, where, it, bar):
         row, col = where
-        tma.load_async(tkn.st_bf(buf, A_OFF + stage * A_BYTES, a_rows, a_cols), g[3],
+        tma.load_async(st_in(buf, A_OFF + stage * A_BYTES, a_rows, a_cols), g[3],
                        (it, row) if transpose_a else (row, it), bar)
-        b = tkn.st_bf(buf, B_OFF + stage * B_BYTES, b_rows, b_cols)
+        b = st_in(buf, B_OFF + stage * B_BYTES, b_rows, b_cols)
         bc = (col, it) if transpose_b else (it, col)
         if cluster > 1:
             tma.load_async_multicast(b, g[4], bc, bar, mask, ptx.cluster_ctarank(), cluster)
@@ -111,8 +115,8 @@ def _make(transpose_a, transpose_b, cluster, t=WIDE, group_m=GROUP_M):
     @tkn.func
     def compute(g, buf, stage, acc, where, it):
         w = wg.groupid()
-        a = tkn.st_bf(buf, A_OFF + stage * A_BYTES + w * HALF_A, BK if transpose_a else WM, WM if transpose_a else BK)
-        b = tkn.st_bf(buf, B_OFF + stage * B_BYTES, b_rows, b_cols)
+        a = st_in(buf, A_OFF + stage * A_BYTES + w * HALF_A, BK if transpose_a else WM, WM if transpose_a else BK)
+        b = st_in(buf, B_OFF + stage * B_BYTES, b_rows, b_cols)
         mma(acc, a, b, it > 0)                     # a new task starts from 0: no zero-fill needed
         wg.mma_commit_group()
 
@@ -120,6 +124,8 @@ def _make(transpose_a, transpose_b, cluster, t=WIDE, group_m=GROUP_M):
     def store_part(g, buf, acc, where, part):
         row, col = where
         w = wg.groupid()
+        if FP8 and part == 0:
+            tkn.mul(acc, acc, g[6])                    # out = scale * (a @ b): the fp8 scales, once per tile
         c = tkn.st_bf(buf, C_OFF + (NBUF * w + part % NBUF) * C_BYTES, WM, CW)
         if wg.laneid() == 0:
             tma.store_async_read_wait(PENDING)      # the last store from c has been read out
@@ -141,9 +147,10 @@ def _make(transpose_a, transpose_b, cluster, t=WIDE, group_m=GROUP_M):
         if wg.laneid() == 0:
             tma.store_async_wait(0)                # shared memory must outlive the last store
 
-    name = "gemm_a" + "t" * transpose_a + "b" + "t" * transpose_b + (f"_c{cluster}" if cluster > 1 else "") + (
-        "" if BN == 256 else f"_n{BN}") + ("_pp" if PP else "")
-    return lcf(name=name, args=("c", "a", "b", "tma_a", "tma_b", "tma_c"), tasks=tasks, iters=iters, setup=tile,
+    name = ("gemm_fp8_a" if FP8 else "gemm_a") + "t" * transpose_a + "b" + "t" * transpose_b + (
+        f"_c{cluster}" if cluster > 1 else "") + ("" if BN == 256 else f"_n{BN}") + ("_pp" if PP else "")
+    args = ("c", "a", "b", "tma_a", "tma_b", "tma_c") + (("scale",) if FP8 else ())
+    return lcf(name=name, args=args, tasks=tasks, iters=iters, setup=tile,
                load=load, compute=compute, finish=finish, teardown=teardown, stages=STAGES,
                stage_bytes=A_BYTES + B_BYTES, bar_offset=t.bar_off, acc_cols=BN, cluster=cluster, producer_regs=56,
                consumer_regs=224, mma_lag=t.lag, pingpong=PP)
@@ -154,7 +161,8 @@ _KERNELS = {}
 
 def kernel_for(transpose_a, transpose_b, cluster=1, t=WIDE, group_m=GROUP_M):
     """The kernel for a configuration, built once (bench/gemm_sweep.py tries others than the defaults)."""
-    key = (transpose_a, transpose_b, cluster, t.bn, t.bk, t.stages, t.parts, t.buffers, t.pingpong, t.lag, group_m)
+    key = (transpose_a, transpose_b, cluster, t.bn, t.bk, t.stages, t.parts, t.buffers, t.pingpong, t.lag, t.kind,
+           group_m)
     if key not in _KERNELS:
         _KERNELS[key] = _make(transpose_a, transpose_b, cluster, t, group_m)
     return _KERNELS[key]
@@ -177,10 +185,11 @@ _kernels = {}
 _tensormaps = {}
 
 
-def _signature():
+def _signature(kind="bf16"):
     from numba.cuda import types as nt
-    m = nt.uint16[:, ::1]
-    return (m, m, m, nt.uint8[::1], nt.uint8[::1], nt.uint8[::1])
+    c, m = nt.uint16[:, ::1], (nt.uint8 if kind == "e4m3" else nt.uint16)[:, ::1]
+    maps = (nt.uint8[::1],) * 3
+    return (c, m, m) + maps + ((nt.float32,) if kind == "e4m3" else ())
 
 
 # Clusters of 2 along M multicast B (TKN_GEMM_CLUSTER=2): within noise of the 1-CTA default on H100 and H200
@@ -203,7 +212,8 @@ def _tiles(M, N, K, sms):
 
 
 def _cluster(t):
-    return CLUSTER if t.bn == 256 and not t.pingpong else 1   # ping-pong in clusters measured 0.64-0.97x
+    # ping-pong in clusters measured 0.64-0.97x; fp8 runs 1-CTA (its cluster path is untested)
+    return CLUSTER if t.bn == 256 and not t.pingpong and t.kind == "bf16" else 1
 
 
 def _launcher(tr, t):
@@ -212,7 +222,7 @@ def _launcher(tr, t):
     k = _kernels.get((tr, cl, t))
     if k is None:
         from tkn.launch import Kernel
-        k = _kernels[tr, cl, t] = Kernel(kernel_for(*tr, cl, t, GROUP_M), _signature(), block=384,
+        k = _kernels[tr, cl, t] = Kernel(kernel_for(*tr, cl, t, GROUP_M), _signature(t.kind), block=384,
                                                   smem=t.smem.launch_bytes, cluster=(cl, 1, 1) if cl > 1 else None)
     return k
 
@@ -220,11 +230,11 @@ def _launcher(tr, t):
 def _boxes(tr, t):
     """TMA (box, swizzle bytes) of A and B: one swizzle-wide column block, of the rows one CTA of a cluster
     loads (tma.load_async_multicast splits B by whole column blocks where it has several, else by rows)."""
-    cl, swz = _cluster(t), ptx.wgmma.st_swizzle_bytes
-    a = ((t.bk, swz(t.bm, 2) // 2), swz(t.bm, 2)) if tr[0] else ((t.bm, t.bk), swz(t.bk, 2))
+    cl, swz, es = _cluster(t), ptx.wgmma.st_swizzle_bytes, tkn.types.ELSIZE[t.kind]
+    a = ((t.bk, swz(t.bm, es) // es), swz(t.bm, es)) if tr[0] else ((t.bm, t.bk), swz(t.bk, es))
     if tr[1]:
-        return a, ((t.bn // cl, t.bk), swz(t.bk, 2))
-    return a, ((t.bk, swz(t.bn, 2) // 2), swz(t.bn, 2))
+        return a, ((t.bn // cl, t.bk), swz(t.bk, es))
+    return a, ((t.bk, swz(t.bn, es) // es), swz(t.bn, es))
 
 
 def _grid(M, N, sms, t, tr):
@@ -236,14 +246,14 @@ def _grid(M, N, sms, t, tr):
     return cl * min(tasks, slots)
 
 
-def _tensormap(arr, box, swizzle):
-    """Device copy of the tensormap of 2-D bf16 array `arr` for boxes `box`, cached by address and shape."""
-    key = (tma.device_address(arr), tuple(arr.shape), tuple(arr.strides), box, swizzle)
+def _tensormap(arr, box, swizzle, dtype="bfloat16"):
+    """Device copy of the tensormap of 2-D array `arr` for boxes `box`, cached by address, shape and dtype."""
+    key = (tma.device_address(arr), tuple(arr.shape), tuple(arr.strides), box, swizzle, dtype)
     tm = _tensormaps.get(key)
     if tm is None:
         if len(_tensormaps) > 256:
             _tensormaps.clear()
-        tm = _tensormaps[key] = tma.to_device(tma.tensormap_for(arr, box, swizzle, dtype="bfloat16"))
+        tm = _tensormaps[key] = tma.to_device(tma.tensormap_for(arr, box, swizzle, dtype=dtype))
     return tm
 
 

@@ -1,4 +1,4 @@
-"""Conversions between f32 and packed 16-bit pairs (x = low half, y = high half)."""
+"""Conversions between f32 and packed 16-bit pairs (x = low half, y = high half); fp8 e4m3 bits on the host."""
 import numpy as np
 
 from ._asm import asm_leaf
@@ -16,6 +16,37 @@ def bf16_bits(x):
 def bf16_float(bits):
     """bf16 bits -> float32 (exact)."""
     return (np.asarray(bits, dtype=np.uint32) << 16).view(np.float32)
+
+
+def _e4m3_table():
+    """The 256 e4m3 (OCP "fn": bias 7, no infinities, S.1111.111 is NaN) byte patterns as float32."""
+    b = np.arange(256)
+    e, m = (b >> 3) & 15, b & 7
+    v = np.where(e == 0, m / 8 * 2.0 ** -6, (1 + m / 8) * 2.0 ** (e - 7.0))
+    v = np.where((b & 127) == 127, np.nan, v)
+    return np.where(b & 128, -v, v).astype(np.float32)
+
+
+E4M3 = _e4m3_table()
+E4M3_MAX = 448.0
+
+
+def e4m3_float(bits):
+    """e4m3 bits (uint8) -> float32 (exact)."""
+    return E4M3[np.asarray(bits, dtype=np.uint8)]
+
+
+def e4m3_bits(x):
+    """float -> e4m3 bits, round to nearest even, saturating at +-448 (as cvt.rn.satfinite); NaN stays NaN."""
+    f = np.asarray(x, dtype=np.float32)
+    pos = E4M3[:127]                                  # 0 .. 448, increasing
+    a = np.minimum(np.abs(f), E4M3_MAX)
+    i = np.clip(np.searchsorted(pos, a), 1, 126)      # pos[i-1] < a <= pos[i]
+    lo, hi = pos[i - 1], pos[i]
+    up = (a - lo > hi - a) | ((a - lo == hi - a) & ((i - 1) & 1 == 1))   # ties to the even pattern
+    r = np.where(a <= 0, 0, np.where(up, i, i - 1)).astype(np.uint8)
+    r = np.where(np.signbit(f), r | 128, r)
+    return np.where(np.isnan(f), 127, r).astype(np.uint8)
 
 
 def pack_bf16x2_twin(x, y):

@@ -26,9 +26,9 @@ _MAGIC = 0x544B4E54  # "TKNT"
 _FMT = np.dtype([("address", "<u8"), ("magic", "<u4"), ("rank", "u1"), ("elem", "u1"), ("swizzle", "<u2"),
                  ("dims", "<u8", 5), ("strides", "<u8", 5), ("box", "<u4", 5), ("pad", "u1", 12)])
 assert _FMT.itemsize == 128
-ELEM_CODES = {"bf16": 1, "f16": 2, "f32": 3}
-_ELEM = {1: ("bf16", 2), 2: ("f16", 2), 3: ("f32", 4)}
-_BITS = {2: np.uint16, 4: np.uint32}
+ELEM_CODES = {"bf16": 1, "f16": 2, "f32": 3, "e4m3": 4}
+_ELEM = {1: ("bf16", 2), 2: ("f16", 2), 3: ("f32", 4), 4: ("e4m3", 1)}
+_BITS = {1: np.uint8, 2: np.uint16, 4: np.uint32}
 
 
 def sim_encode_tensormap(elem, address, dims, strides_bytes, box, swizzle_bytes):

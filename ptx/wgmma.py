@@ -1,4 +1,7 @@
 """wgmma (sm_90a): the warpgroup tensor-core product D[64 x N] (+)= A[64 x 16] @ B[16 x N], f32 accumulators.
+fp8 (e4m3): A[64 x 32] @ B[32 x N], both K-major (the hardware has no transpose for 8-bit types); a k-step is
+32 bytes of each row either way, so the descriptors below serve both (kk counts 16-element steps of bf16, i.e.
+pass 2kk with elsize 1 for the kk-th e4m3 k-step).
 
 A comes from shared memory through a matrix descriptor (SS) or from registers (RS: 4 b32 per thread, the
 mma.sync m16n8k16 A fragment of rows 16w..16w+15 for warp w of the warpgroup); B always from a descriptor.
@@ -146,10 +149,11 @@ def _decode_desc(desc):
 
 
 def _read_operand(desc, mn_extent, mn_major, elsize=2):
-    """The mn_extent x 16 operand (uint16 bits) a descriptor points at: canonical layout, then swizzle."""
+    """The mn_extent x (32 bytes of K) operand (bits: uint16, or uint8 for elsize 1) a descriptor points at:
+    canonical layout, then swizzle."""
     addr, lbo, sbo, mode = _decode_desc(desc)
     mn = np.arange(mn_extent, dtype=np.int64)[:, None]
-    k = np.arange(16, dtype=np.int64)[None, :]
+    k = np.arange(32 // elsize, dtype=np.int64)[None, :]
     if mode == 0:  # interleaved 8 x 16 B core matrices
         if mn_major:
             off = (mn * elsize) % 16 + (mn * elsize // 16) * sbo + (k % 8) * 16 + (k // 8) * lbo
@@ -166,14 +170,19 @@ def _read_operand(desc, mn_extent, mn_major, elsize=2):
         a = addr + off
         a = a ^ (((a >> 7) & (s // 16 - 1)) << 4)
     lo = int(a.min())
-    mem = sim_memory(lo, np.uint16, (int(a.max()) - lo) // 2 + 1)
-    return mem[(a - lo) // 2]
+    mem = sim_memory(lo, np.uint8 if elsize == 1 else np.uint16, (int(a.max()) - lo) // elsize + 1)
+    return mem[(a - lo) // elsize]
+
+
+_ELSIZE = {"bf16": 2, "f16": 2, "e4m3": 1}
 
 
 def _as_float(bits, ab):
     with np.errstate(invalid="ignore"):  # NaN patterns convert as NaN
         if ab == "bf16":
             return convert.bf16_float(bits).astype(np.float64)
+        if ab == "e4m3":
+            return convert.e4m3_float(bits).astype(np.float64)
         return np.asarray(bits, np.uint16).view(np.float16).astype(np.float64)
 
 
@@ -213,15 +222,19 @@ def _operands_read():
 
 
 def _ss_twin(ab):
+    es = _ELSIZE[ab]
+
     def twin(acc, n, desc_a, desc_b, scale_d, tnsp_a, tnsp_b):
         _check_common(n, tnsp_a, tnsp_b)
+        if es == 1 and (tnsp_a or tnsp_b):
+            raise ValueError(f"wgmma_ss_{ab}: 8-bit operands are K-major only (tnsp_a = tnsp_b = 0)")
         key = (int(n), int(desc_a), int(desc_b), bool(scale_d), int(tnsp_a), int(tnsp_b))
         if any(e != key for e in warpgroup_gather(key)):
             raise RuntimeError("wgmma: threads of the warpgroup disagree on shape, descriptors or flags")
         w, lane = divmod(thread_rank() % 128, 32)
         g, t = divmod(lane, 4)
-        a = _as_float(_read_operand(desc_a, 64, tnsp_a)[[16 * w + g, 16 * w + g + 8]], ab)
-        b = _as_float(_read_operand(desc_b, int(n), tnsp_b), ab)
+        a = _as_float(_read_operand(desc_a, 64, tnsp_a, es)[[16 * w + g, 16 * w + g + 8]], ab)
+        b = _as_float(_read_operand(desc_b, int(n), tnsp_b, es), ab)
         _operands_read()
         with np.errstate(all="ignore"):
             prod = a @ b.T
@@ -291,8 +304,9 @@ def _wgmma_asm(n, ab, ptx_tail, kind_scale, scale_imm, in_kinds):
     """PTX text, input kinds and ties of one wgmma: outputs $0..$(n/2-1), then in_kinds, scale-d, tied acc."""
     k = n // 2
     sreg = f"${k + len(in_kinds)}" if kind_scale == "reg" else str(scale_imm)
+    kdim = 32 // _ELSIZE[ab]
     ptx = ("{ .reg .pred p; setp.ne.b32 p, " + sreg + ", 0; "
-           f"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{ab}.{ab} " + _regs(0, k) + ", " + ptx_tail + "; }")
+           f"wgmma.mma_async.sync.aligned.m64n{n}k{kdim}.f32.{ab}.{ab} " + _regs(0, k) + ", " + ptx_tail + "; }")
     kinds = list(in_kinds) + (["b32"] if kind_scale == "reg" else []) + ["f32"] * k
     tied = [None] * (len(kinds) - k) + list(range(k))
     return ptx, kinds, tied
@@ -323,8 +337,13 @@ def _make_ss(ab):
         _check_common(nv, ta, tb)
         kind_scale, scale_imm = _scale_operand(scale_d)
         k = nv // 2
-        ptx, kinds, tied = _wgmma_asm(nv, ab, f"${k}, ${k + 1}, p, 1, 1, {ta}, {tb}",
-                                          kind_scale, scale_imm, ["b64", "b64"])
+        if _ELSIZE[ab] == 1:        # 8-bit types: K-major only, and the instruction has no transpose operands
+            if ta or tb:
+                raise TypeError(f"{name}: 8-bit operands are K-major only (tnsp_a = tnsp_b = 0)")
+            tail = f"${k}, ${k + 1}, p, 1, 1"
+        else:
+            tail = f"${k}, ${k + 1}, p, 1, 1, {ta}, {tb}"
+        ptx, kinds, tied = _wgmma_asm(nv, ab, tail, kind_scale, scale_imm, ["b64", "b64"])
         sig = types.none(acc, n, desc_a, desc_b, scale_d, tnsp_a, tnsp_b)
 
         def codegen(context, builder, sig, args):
@@ -382,6 +401,7 @@ def _rs_doc(ab):
 
 wgmma_ss_bf16 = _make_ss("bf16")
 wgmma_ss_f16 = _make_ss("f16")
+wgmma_ss_e4m3 = _make_ss("e4m3")      # m64nNk32, e4m3 x e4m3 -> f32; tnsp_a = tnsp_b = 0
 wgmma_rs_bf16 = _make_rs("bf16")
 wgmma_rs_f16 = _make_rs("f16")
 

@@ -48,6 +48,8 @@ def kernel_dtype(name, bits=False):
     name = dtype_name(name)
     if name == "bfloat16" or (bits and name == "float16"):
         return np.dtype(np.uint16)
+    if name == "float8_e4m3fn":
+        return np.dtype(np.uint8)
     return np.dtype(name)
 
 
@@ -140,6 +142,8 @@ def _accepted(dtype):
     names = {dtype_name(d) for d in (dtype if isinstance(dtype, (tuple, list, set, frozenset)) else (dtype,))}
     if "bfloat16" in names:
         names.add("uint16")  # bf16 carried as bits (numpy, cupy and numba have no bf16)
+    if "float8_e4m3fn" in names:
+        names.add("uint8")   # fp8 likewise
     return names
 
 
@@ -192,6 +196,8 @@ def _host_view(info, bits):
         x = x.detach()
         if info.dtype in ("bfloat16", "float16"):
             x = x.view(sys.modules["torch"].int16)  # torch's .numpy() refuses bf16
+        elif info.dtype == "float8_e4m3fn":
+            x = x.view(sys.modules["torch"].uint8)
         x = x.numpy()
     elif info.framework == "numba":
         x = x._ary

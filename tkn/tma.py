@@ -15,7 +15,7 @@ from tkn.ptx.wgmma import st_swizzle_bytes
 from tkn.ptx._asm import sim_address
 
 _ELEMS = {"bf16": ("bf16", 2), "bfloat16": ("bf16", 2), "f16": ("f16", 2), "float16": ("f16", 2),
-          "f32": ("f32", 4), "float32": ("f32", 4)}
+          "f32": ("f32", 4), "float32": ("f32", 4), "e4m3": ("e4m3", 1), "float8_e4m3fn": ("e4m3", 1)}
 
 
 def element(dtype):
@@ -29,7 +29,7 @@ def element(dtype):
         return "f16", 2
     if dt == np.dtype(np.float32):
         return "f32", 4
-    raise TypeError(f"TMA: unsupported element type {dtype!r} (bf16, f16, f32)")
+    raise TypeError(f"TMA: unsupported element type {dtype!r} (bf16, f16, f32, e4m3)")
 
 
 def _check(elsize, address, shape, strides, box, swizzle, l2_promotion):
@@ -80,7 +80,8 @@ def _driver_encode(elem, address, dims, strides, box, swizzle, l2_promotion):
     from cuda.bindings import driver as d
     dt = {"bf16": d.CUtensorMapDataType.CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
           "f16": d.CUtensorMapDataType.CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
-          "f32": d.CUtensorMapDataType.CU_TENSOR_MAP_DATA_TYPE_FLOAT32}[elem]
+          "f32": d.CUtensorMapDataType.CU_TENSOR_MAP_DATA_TYPE_FLOAT32,
+          "e4m3": d.CUtensorMapDataType.CU_TENSOR_MAP_DATA_TYPE_UINT8}[elem]     # TMA moves bytes
     sw = {0: d.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_NONE, 32: d.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_32B,
           64: d.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_64B,
           128: d.CUtensorMapSwizzle.CU_TENSOR_MAP_SWIZZLE_128B}[swizzle]

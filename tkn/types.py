@@ -52,8 +52,8 @@ def _layout_name(x):
     if isinstance(x, Layout):
         return x.name
     return getattr(x, "name_", None)
-ELSIZE = {"bf16": 2, "f16": 2, "f32": 4}
-_STORAGE_NP = {"bf16": np.uint16, "f16": np.uint16, "f32": np.float32}   # shared / global element storage
+ELSIZE = {"bf16": 2, "f16": 2, "f32": 4, "e4m3": 1}
+_STORAGE_NP = {"bf16": np.uint16, "f16": np.uint16, "f32": np.float32, "e4m3": np.uint8}   # element storage
 _POISON = {np.dtype(np.float32): np.float32(np.nan), np.dtype(np.uint32): np.uint32(0x7FC17FC1),
            np.dtype(np.uint16): np.uint16(0x7FC1)}
 
@@ -108,7 +108,7 @@ class TileType(_Spec, nt.Array):
         elif role == "rv":
             dtype, ndim = nt.float32, 2
         else:
-            dtype, ndim = (nt.float32 if kind == "f32" else nt.uint16), 1
+            dtype, ndim = {"f32": nt.float32, "e4m3": nt.uint8}.get(kind, nt.uint16), 1
         super().__init__(dtype, ndim, "C", name=self.describe())
 
     @property
@@ -177,7 +177,7 @@ def _literal(x):
     return getattr(x, "literal_value", getattr(x, "value", x))
 
 
-_SHORT = {"bf16": "bf", "f16": "hf", "f32": "fl"}   # public constructor names: rt_bf, st_hf, sv_fl, ...
+_SHORT = {"bf16": "bf", "f16": "hf", "f32": "fl", "e4m3": "fp8"}   # constructor names: rt_bf, st_hf, st_fp8...
 
 
 def _rt_constructor(kind):
@@ -341,6 +341,7 @@ def _shared_constructor(role, kind):
 st_bf = op(inline=True)(_shared_constructor("st", "bf16"))
 st_hf = op(inline=True)(_shared_constructor("st", "f16"))
 st_fl = op(inline=True)(_shared_constructor("st", "f32"))
+st_fp8 = op(inline=True)(_shared_constructor("st", "e4m3"))     # fp8 e4m3 bytes: wgmma's k32 operands
 sv_bf = op(inline=True)(_shared_constructor("sv", "bf16"))
 sv_fl = op(inline=True)(_shared_constructor("sv", "f32"))
 st_bf.__doc__ = "st_bf(smem, byte_offset, rows, cols): a bf16 shared tile viewing dynamic shared memory (swizzled)."

@@ -5,6 +5,7 @@ wgmma: the warpgroup computes a 64 x N product; warp w holds rows 16w..16w+15 of
     mma_AB(d, a, b, accumulate)         d = a @ b + (d if accumulate else 0), accumulate known at run time
     a: st (64 x K, or K x 64 for At) or a bf16/f16 rt(16, K) per warp (registers, AB / ABt only)
     b: st (K x N for AB / AtB, N x K for ABt / AtBt)
+    fp8 (st_fp8, e4m3): mma_ABt / mm_ABt only, both operands from shared memory (wgmma reads 8-bit types K-major)
 These only *issue* the work: call mma_commit_group() and mma_async_wait(d) before reading d, and
 mma_fence(d) before the first wgmma that follows a register write to d.
 """
@@ -19,6 +20,8 @@ WARPS = 4
 
 
 def _wgmma_for(kind, rs):
+    if kind == "e4m3":
+        return ptx.wgmma_ss_e4m3
     if rs:
         return ptx.wgmma_rs_bf16 if kind == "bf16" else ptx.wgmma_rs_f16
     return ptx.wgmma_ss_bf16 if kind == "bf16" else ptx.wgmma_ss_f16
@@ -32,7 +35,10 @@ def _mma_op(name, a_t, b_t, default_acc):
                "this warp's rt_fl(16, N) strip of the 64 x N accumulator", d)
         N = d.cols
         expect(N % 16 == 0 and N <= 256, name, "d", "N (cols) a multiple of 16 up to 256", N)
-        expect(role(b) == "st" and b.kind in ("bf16", "f16"), name, "b", "a bf16/f16 shared tile", b)
+        expect(role(b) == "st" and b.kind in ("bf16", "f16", "e4m3"), name, "b", "a bf16/f16/fp8 shared tile", b)
+        fp8 = b.kind == "e4m3"
+        expect(not fp8 or (b_t and not a_t and role(a) == "st"), name, "b",
+               "fp8 operands K-major in shared memory: mma_ABt(d, a (64 x K), b (N x K))", f"{name} with a {a}")
         Kb, Nb = (b.cols, b.rows) if b_t else (b.rows, b.cols)
         expect(Nb == N, name, "b", f"{N} columns of the product (shape {'N x K' if b_t else 'K x N'})",
                f"{b.rows}x{b.cols}")
@@ -50,7 +56,10 @@ def _mma_op(name, a_t, b_t, default_acc):
         expect(K == Kb, name, "b", f"K = {K} like a", Kb)
         wgmma = _wgmma_for(a.kind, rs)
         es = ELSIZE[b.kind]
-        ksteps = K // 16
+        kstep = 32 // es                # elements per wgmma: 16 (bf16/f16), 32 (fp8): always 32 bytes a row
+        expect(K % kstep == 0, name, "a", f"K a multiple of {kstep}", K)
+        ksteps = K // kstep
+        dk = kstep // 16                # the descriptors count k in 16-element steps (ptx.st_desc)
         tb = 0 if b_t else 1          # b stored K x N is MN-major: the transposed descriptor
         ta = 1 if a_t else 0
         b_rows, b_cols = b.rows, b.cols
@@ -74,8 +83,8 @@ def _mma_op(name, a_t, b_t, default_acc):
             base_b = ptx.shared_address(b, 0)
             ptx.wgmma_fence()
             for kk in range(ksteps):
-                da = ptx.st_desc(base_a, a_rows, a_cols, es, ta, kk, 0)
-                db = ptx.st_desc(base_b, b_rows, b_cols, es, tb, kk, 0)
+                da = ptx.st_desc(base_a, a_rows, a_cols, es, ta, dk * kk, 0)
+                db = ptx.st_desc(base_b, b_rows, b_cols, es, tb, dk * kk, 0)
                 if kk == 0:
                     wgmma(d, N, da, db, accumulate, ta, tb)
                 else:
