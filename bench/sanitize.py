@@ -64,4 +64,15 @@ for t in (F.WIDE, F.NARROWEST):                     # fp8: e4m3 tiles, k32 wgmma
         e = np.linalg.norm(flt(F.gemm_fp8(a, w.T, 0.5)) - ref) / np.linalg.norm(ref)
         worst = max(worst, e if e == e else np.inf)
         print("hopper gemm_fp8 (numpy)", t, M, N, K, f"{e:.1e}")
+        try:
+            import torch
+        except ImportError:
+            continue
+        ta, tw = (torch.from_numpy(x).cuda().view(torch.float8_e4m3fn) for x in (a, w))
+        for out in [torch.empty(M, N, dtype=torch.bfloat16, device="cuda") for _ in range(2)] * 2:
+            out.fill_(float("nan"))
+            F.gemm_fp8(ta, tw.T, 0.5, out)              # the cached (prepared) launch
+            e = np.linalg.norm(out.double().cpu().numpy() - ref) / np.linalg.norm(ref)
+            worst = max(worst, e if e == e else np.inf)
+        print("hopper gemm_fp8 (torch)", t, M, N, K, f"{e:.1e}")
 print("SANITIZE RUN", "PASSED" if worst < 1e-2 else "FAILED", f"worst rel err {worst:.1e}")

@@ -349,17 +349,18 @@ class _Plan:
         return go
 
 
-def _torch_call(key, a, b, out):
+def _torch_call(key, a, b, out, make_plan=None):
     """Check a torch call and cache it under `key`: its prepared launch, the stream getter and the device.
-    None when the tensors are not all on the GPU (the generic path takes those)."""
+    None when the tensors are not all on the GPU (the generic path takes those). Key entries past the 12
+    tensor reads (gemm_fp8's scale) go to make_plan(a, b, *extra) (default _torch_plan)."""
     if not (a.is_cuda and b.is_cuda and out.is_cuda):
         return None
     if len(_plans) > 1024:
         _plans.clear()
-    ab = key[:2] + key[3:5] + key[6:8] + key[9:11]
+    ab = key[:2] + key[3:5] + key[6:8] + key[9:11] + key[12:]
     plan = _plans.get(ab)
     if plan is None:
-        plan = _plans[ab] = _torch_plan(a, b)
+        plan = _plans[ab] = (make_plan or _torch_plan)(a, b, *key[12:])
     _check_out(out, *plan.shape)
     if out.get_device() != plan.device:
         raise ValueError(f"gemm: out is on cuda:{out.get_device()} and a on cuda:{plan.device}")

@@ -8,7 +8,9 @@ the bf16 rounding.
 """
 import importlib
 
-from tkn import interop
+import numpy as np
+
+from tkn import interop, tma
 from tkn.ptx import SIM
 
 G = importlib.import_module(".gemm", __package__)    # the module (the package's `gemm` is the function)
@@ -52,12 +54,41 @@ def _check(a, b):
     return M, N, K
 
 
+def _torch_plan(a, b, scale):
+    """gemm.py's plan for torch tensors, with e4m3 maps and the scale packed into the launch."""
+    import torch
+    M, N, K = _check(a, b)
+    sms = torch.cuda.get_device_properties(a.device).multi_processor_count
+    t = _tiles(M, N, K, sms)
+    tr = (False, True)
+    u8 = [x.view(torch.uint8) for x in (a, b.T)]          # the kernel takes bytes
+    tms = [torch.from_numpy(tma.encode_tensormap("e4m3", x.data_ptr(), tuple(x.shape), (x.shape[1], 1), box,
+                                                 swz)).to(a.device)
+           for x, (box, swz) in zip(u8, G._boxes(tr, t))]
+    out = torch.empty((M, N), dtype=torch.bfloat16, device=a.device)
+    launch = G._launcher(tr, t).prepare(G._grid(M, N, sms, t, tr), out, *u8, tms[0], tms[1], G._out_tensormap(out),
+                                         np.float32(scale))
+    launch.keep = (u8, tms)
+    return G._Plan(launch, (M, N), a.device.index)
+
+
 def gemm_fp8(a, b, scale=1.0, out=None):
     """out = scale * (a @ b) in bf16, fp32 accumulation. a: (M, K) fp8 e4m3, row-major; b: (K, N) fp8 e4m3, the
     transpose view of a row-major (N, K) array (`w.T`). fp8 is torch.float8_e4m3fn, or uint8 bits
     (tkn.ptx.e4m3_bits makes them from floats). scale: a float (e.g. scale_a * scale_b of per-tensor scaling).
     Returns out (bf16, allocated like a when None). Runs on torch's current stream for torch tensors."""
-    import numpy as np
+    scale = float(scale)
+    if isinstance(a, G._Tensor) and isinstance(b, G._Tensor):
+        if out is None and a.is_cuda and a.dim() == 2 and b.dim() == 2:
+            out = G._torch.empty((a.shape[0], b.shape[1]), dtype=G._BF16, device=a.device)
+        if isinstance(out, G._Tensor):        # gemm's hot path, with the scale in the key
+            key = (a.data_ptr(), b.data_ptr(), out.data_ptr(), a.shape, b.shape, out.shape, a.stride(), b.stride(),
+                   out.stride(), a.dtype, b.dtype, out.dtype, scale)
+            call = G._plans.get(key) or G._torch_call(key, a, b, out, _torch_plan)
+            if call is not None:
+                launch, stream, device = call
+                launch(stream(device))
+                return out
     M, N, K = _check(a, b)
     if out is None:
         out = interop.empty((M, N), "bfloat16", like=a)

@@ -85,5 +85,9 @@ def test_gemm_fp8_torch_matches_scaled_mm():
         w = (torch.randn(N, K, device="cuda") * 4).to(torch.float8_e4m3fn)
         out = gemm_fp8(a, w.T, 0.5)
         assert out.dtype == torch.bfloat16 and out.shape == (M, N)
-        ref = 0.5 * (a.double() @ w.double().T)
-        assert ((out.double() - ref).norm() / ref.norm()).item() < 1e-2
+        ref = a.double() @ w.double().T
+        assert ((out.double() - 0.5 * ref).norm() / ref.norm() / 0.5).item() < 1e-2
+        for scale in (2.0, 0.25, 2.0):                  # cached launches, one per scale, into a poisoned out
+            out.fill_(float("nan"))
+            assert gemm_fp8(a, w.T, scale, out) is out
+            assert ((out.double() - scale * ref).norm() / ref.norm() / scale).item() < 1e-2
