@@ -2,7 +2,7 @@
 # One GPU session's work, in phases (each a separate device call):  bash bench/gpu_session.sh PHASE...
 #   check     the GPU test tier and compute-sanitizer (memcheck, racecheck, synccheck) side by side, cache timing
 #   sweep     GEMM configurations vs cuBLAS (bench/gemm_sweep.py)
-#   bench     the host-time profile, bench/gemm.py (writes bench/results/gemm.json) and the ladder
+#   bench     the host-time profile, bench/gemm.py, gemm_grad.py, gemm_fp8.py (bench/results/*.json), the ladder
 # Logs and result files go to $OUT (the device tool brings them back); a summary is printed last.
 export PYTHONPATH=.
 OUT=${OUT:-/tmp/tkn_out}
@@ -23,6 +23,8 @@ for phase in "$@"; do
   bench)
     python bench/host_profile.py > "$OUT/host_profile.txt" 2>&1
     python bench/gemm.py > "$OUT/gemm.txt" 2>&1
+    python bench/gemm_grad.py > "$OUT/gemm_grad.txt" 2>&1
+    python bench/gemm_fp8.py > "$OUT/gemm_fp8.txt" 2>&1
     python bench/gemm_sweep.py > "$OUT/sweep.txt" 2>&1
     python bench/ladder.py > "$OUT/ladder.txt" 2>&1
     cp examples/ladder/README.md "$OUT/ladder_README.md"
