@@ -279,18 +279,25 @@ def _transposed(info, name):
                      f"copy it first (.contiguous())")
 
 
-def _check(a, b):
-    """Validate a and b; return (M, N, K, (transpose_a, transpose_b))."""
-    ia = interop.check_array(a, "a", dtype="bfloat16", ndim=2, contiguous=False, align=16)
-    ib = interop.check_array(b, "b", dtype="bfloat16", ndim=2, contiguous=False, align=16)
+def check_operands(a, b, dtype, who, a_contiguous=False):
+    """The checks every GEMM's a (M x K) and b (K x N) share: 2-D arrays of `dtype`, 16-byte aligned, on one
+    device, sizes agreeing. Returns (a's ArrayInfo, b's, M, N, K); errors start with `who`."""
+    ia = interop.check_array(a, "a", dtype=dtype, ndim=2, contiguous=a_contiguous, align=16)
+    ib = interop.check_array(b, "b", dtype=dtype, ndim=2, contiguous=False, align=16)
     M, K = ia.shape
     if ib.shape[0] != K:
-        raise ValueError(f"gemm: b has shape {tuple(ib.shape)}, but a is {M}x{K}: b needs {K} rows")
+        raise ValueError(f"{who}: b has shape {tuple(ib.shape)}, but a is {M}x{K}: b needs {K} rows")
     N = ib.shape[1]
     if M == 0 or N == 0 or K == 0:
-        raise ValueError(f"gemm: empty problem {M}x{N}x{K}")
+        raise ValueError(f"{who}: empty problem {M}x{N}x{K}")
     if ia.device != ib.device:
-        raise ValueError(f"gemm: a is on {ia.device} and b on {ib.device}; both must be on the same device")
+        raise ValueError(f"{who}: a is on {ia.device} and b on {ib.device}; both must be on the same device")
+    return ia, ib, M, N, K
+
+
+def _check(a, b):
+    """Validate a and b; return (M, N, K, (transpose_a, transpose_b))."""
+    ia, ib, M, N, K = check_operands(a, b, "bfloat16", "gemm")
     tr = _transposed(ia, "a"), _transposed(ib, "b")
     rows = {"M" if tr[0] else "K": M if tr[0] else K, "N": N}        # row lengths of a's, b's and out's storage
     if tr[1]:

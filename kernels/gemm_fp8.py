@@ -33,16 +33,7 @@ def _tiles(M, N, K, sms):
 
 
 def _check(a, b):
-    ia = interop.check_array(a, "a", dtype="float8_e4m3fn", ndim=2, contiguous=True, align=16)
-    ib = interop.check_array(b, "b", dtype="float8_e4m3fn", ndim=2, contiguous=False, align=16)
-    M, K = ia.shape
-    if ib.shape[0] != K:
-        raise ValueError(f"gemm_fp8: b has shape {tuple(ib.shape)}, but a is {M}x{K}: b needs {K} rows")
-    N = ib.shape[1]
-    if M == 0 or N == 0 or K == 0:
-        raise ValueError(f"gemm_fp8: empty problem {M}x{N}x{K}")
-    if ib.device != ia.device:
-        raise ValueError(f"gemm_fp8: a is on {ia.device} and b on {ib.device}; both must be on the same device")
+    ia, ib, M, N, K = G.check_operands(a, b, "float8_e4m3fn", "gemm_fp8", a_contiguous=True)
     if not (ib.strides[0] == 1 and (ib.strides[1] == K or N == 1)):
         raise ValueError(f"gemm_fp8: b must be the transpose view of a row-major ({N}, {K}) array (b = w.T, "
                          f"strides (1, {K}) bytes, as torch._scaled_mm takes it): fp8 wgmma reads B K-major; "
