@@ -10,6 +10,8 @@ Ping-pong tiles (PINGPONG: each consumer a whole 64 x 256 tile in turn, its epil
 are built and tested but off by default: kernel against kernel they lost to the cooperative tiles at every K
 (PINGPONG_MAX_K).
 Problems too small to fill half the SMs with 128 x 256 tiles use 128 x 128 (6 stages) or 128 x 64 (8 stages).
+A stored transposed (a.T, the weight gradient's operand) arrives K x M and wgmma reads it MN-major. The same kernel
+built for fp8 tiles (Tiles(kind="e4m3"): k32 wgmmas, 128-byte k-steps, a scaled epilogue) is kernels/gemm_fp8.py.
 """
 import os
 
@@ -223,7 +225,7 @@ def _launcher(tr, t):
     if k is None:
         from tkn.launch import Kernel
         k = _kernels[tr, cl, t] = Kernel(kernel_for(*tr, cl, t, GROUP_M), _signature(t.kind), block=384,
-                                                  smem=t.smem.launch_bytes, cluster=(cl, 1, 1) if cl > 1 else None)
+                                         smem=t.smem.launch_bytes, cluster=(cl, 1, 1) if cl > 1 else None)
     return k
 
 
