@@ -328,17 +328,26 @@ _plans = {}   # torch calls: (a, b) -> _Plan and (a, b, out) -> (launch, stream 
 
 def _torch_plan(a, b):
     """Everything about a call that depends only on a's and b's addresses and layouts, for torch CUDA tensors."""
-    import torch
     M, N, K, tr = _check(a, b)
+    return plan_for(a, b, M, N, K, tr, _tiles)
+
+
+def plan_for(a, b, M, N, K, tr, tiles, extra=()):
+    """The _Plan of checked torch operands: tiles(M, N, K, sms) picks the tiles (their kind: the inputs'),
+    `extra` the kernel's arguments after the six (gemm_fp8's scale)."""
+    import torch
     sms = torch.cuda.get_device_properties(a.device).multi_processor_count
-    t = _tiles(M, N, K, sms)
-    grid = _grid(M, N, sms, t, tr)
+    t = tiles(M, N, K, sms)
+    es = tkn.types.ELSIZE[t.kind]
     aop, bop = _stored(a, tr[0]), _stored(b, tr[1])
-    tms = [torch.from_numpy(tma.encode_tensormap("bfloat16", x.data_ptr(), tuple(x.shape), (2 * x.shape[1], 2),
+    if es == 1:
+        aop, bop = aop.view(torch.uint8), bop.view(torch.uint8)   # fp8: the kernel takes bytes
+    tms = [torch.from_numpy(tma.encode_tensormap(t.kind, x.data_ptr(), tuple(x.shape), (es * x.shape[1], es),
                                                  box, swz)).to(a.device)
            for x, (box, swz) in zip((aop, bop), _boxes(tr, t))]
     out = torch.empty((M, N), dtype=torch.bfloat16, device=a.device)
-    launch = _launcher(tr, t).prepare(grid, out, aop, bop, tms[0], tms[1], _out_tensormap(out))
+    launch = _launcher(tr, t).prepare(_grid(M, N, sms, t, tr), out, aop, bop, tms[0], tms[1], _out_tensormap(out),
+                                      *extra)
     launch.keep = (aop, bop, tms)                  # the tensormaps must outlive the plan
     return _Plan(launch, (M, N), a.device.index)
 
@@ -423,20 +432,26 @@ def gemm(a, b, out=None):
 
 def _gemm_generic(a, b, out):
     M, N, K, tr = _check(a, b)
+    return run_generic(a, b, out, M, N, K, tr, _tiles, "bfloat16")
+
+
+def run_generic(a, b, out, M, N, K, tr, tiles, dtype, extra=()):
+    """Any arrays (checked): device views (host data copied), tensormaps cached by address, one launch;
+    host outputs copied back. tiles and extra as plan_for's; dtype: the inputs' interop name."""
     if out is None:
         out = interop.empty((M, N), "bfloat16", like=a)
     else:
         _check_out(out, M, N)
-    da = interop.as_device_array(_stored(a, tr[0]), "a", dtype="bfloat16", ndim=2)
-    db = interop.as_device_array(_stored(b, tr[1]), "b", dtype="bfloat16", ndim=2)
+    da = interop.as_device_array(_stored(a, tr[0]), "a", dtype=dtype, ndim=2)
+    db = interop.as_device_array(_stored(b, tr[1]), "b", dtype=dtype, ndim=2)
     dc = interop.as_device_array(out, "out", dtype="bfloat16", ndim=2)
     sms = _num_sms()
-    t = _tiles(M, N, K, sms)
+    t = tiles(M, N, K, sms)
     (box_a, swz_a), (box_b, swz_b) = _boxes(tr, t)
-    tm_a = _tensormap(da, box_a, swz_a)
-    tm_b = _tensormap(db, box_b, swz_b)
+    tm_a = _tensormap(da, box_a, swz_a, t.kind)
+    tm_b = _tensormap(db, box_b, swz_b, t.kind)
     tm_c = _tensormap(dc, (WM, 64), 128)
-    _launcher(tr, t)(_grid(M, N, sms, t, tr), dc, da, db, tm_a, tm_b, tm_c)
+    _launcher(tr, t)(_grid(M, N, sms, t, tr), dc, da, db, tm_a, tm_b, tm_c, *extra)
     if dc is not out and not SIM and interop.array_info(out, "out").device == -1:
         interop.copy_back(dc, out)
     return interop.to_user(out, like=a)

@@ -10,9 +10,6 @@ import importlib
 
 import numpy as np
 
-from tkn import interop, tma
-from tkn.ptx import SIM
-
 G = importlib.import_module(".gemm", __package__)    # the module (the package's `gemm` is the function)
 
 WIDE = G.Tiles(256, 4, bk=128, kind="e4m3")
@@ -46,21 +43,8 @@ def _check(a, b):
 
 
 def _torch_plan(a, b, scale):
-    """gemm.py's plan for torch tensors, with e4m3 maps and the scale packed into the launch."""
-    import torch
     M, N, K = _check(a, b)
-    sms = torch.cuda.get_device_properties(a.device).multi_processor_count
-    t = _tiles(M, N, K, sms)
-    tr = (False, True)
-    u8 = [x.view(torch.uint8) for x in (a, b.T)]          # the kernel takes bytes
-    tms = [torch.from_numpy(tma.encode_tensormap("e4m3", x.data_ptr(), tuple(x.shape), (x.shape[1], 1), box,
-                                                 swz)).to(a.device)
-           for x, (box, swz) in zip(u8, G._boxes(tr, t))]
-    out = torch.empty((M, N), dtype=torch.bfloat16, device=a.device)
-    launch = G._launcher(tr, t).prepare(G._grid(M, N, sms, t, tr), out, *u8, tms[0], tms[1], G._out_tensormap(out),
-                                         np.float32(scale))
-    launch.keep = (u8, tms)
-    return G._Plan(launch, (M, N), a.device.index)
+    return G.plan_for(a, b, M, N, K, (False, True), _tiles, (np.float32(scale),))
 
 
 def gemm_fp8(a, b, scale=1.0, out=None):
@@ -81,21 +65,4 @@ def gemm_fp8(a, b, scale=1.0, out=None):
                 launch(stream(device))
                 return out
     M, N, K = _check(a, b)
-    if out is None:
-        out = interop.empty((M, N), "bfloat16", like=a)
-    else:
-        G._check_out(out, M, N)
-    da = interop.as_device_array(a, "a", dtype="float8_e4m3fn", ndim=2)
-    db = interop.as_device_array(b.T, "b", dtype="float8_e4m3fn", ndim=2)
-    dc = interop.as_device_array(out, "out", dtype="bfloat16", ndim=2)
-    sms = G._num_sms()
-    t = _tiles(M, N, K, sms)
-    tr = (False, True)
-    (box_a, swz_a), (box_b, swz_b) = G._boxes(tr, t)
-    tm_a = G._tensormap(da, box_a, swz_a, "e4m3")
-    tm_b = G._tensormap(db, box_b, swz_b, "e4m3")
-    tm_c = G._tensormap(dc, (G.WM, 64), 128)
-    G._launcher(tr, t)(G._grid(M, N, sms, t, tr), dc, da, db, tm_a, tm_b, tm_c, np.float32(scale))
-    if dc is not out and not SIM and interop.array_info(out, "out").device == -1:
-        interop.copy_back(dc, out)
-    return interop.to_user(out, like=a)
+    return G.run_generic(a, b, out, M, N, K, (False, True), _tiles, "float8_e4m3fn", (np.float32(scale),))
