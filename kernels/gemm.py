@@ -266,12 +266,18 @@ def _num_sms():
     return cuda.get_current_device().MULTIPROCESSOR_COUNT
 
 
+def _layouts(rows, cols, s0, s1, unit):
+    """(row-major, the transpose view of a row-major cols x rows array) for a rows x cols array with strides
+    s0, s1 (in units of `unit`: the element size for bytes, 1 for elements). Sizes of 1 take any stride."""
+    return ((s1 == unit or cols == 1) and (s0 == unit * cols or rows == 1),
+            (s0 == unit or rows == 1) and (s1 == unit * rows or cols == 1))
+
+
 def _transposed(info, name):
     """False if `info` (rows x cols, bf16) is row-major, True if it is the transpose view of a row-major
-    cols x rows array (what x.T gives); anything else is refused. Sizes of 1 take any stride, as in torch."""
+    cols x rows array (what x.T gives); anything else is refused."""
     (rows, cols), (s0, s1) = info.shape, info.strides
-    row_major = (s1 == 2 or cols == 1) and (s0 == 2 * cols or rows == 1)
-    transposed = (s0 == 2 or rows == 1) and (s1 == 2 * rows or cols == 1)
+    row_major, transposed = _layouts(rows, cols, s0, s1, 2)
     if row_major and transposed:      # one row or one column: either; a single column is stored as one row
         return cols == 1 and rows > 1
     if row_major or transposed:
@@ -467,9 +473,7 @@ def _autograd(a, b, out):
 def _operand(x):
     """x if gemm takes it as it is (row-major or a transposed view, 16-byte aligned), else a row-major copy:
     gradients arrive in any layout (expanded, sliced)."""
-    (r, c), (s0, s1) = x.shape, x.stride()
-    if x.data_ptr() % 16 == 0 and ((s1 == 1 or c == 1) and (s0 == c or r == 1) or
-                                   (s0 == 1 or r == 1) and (s1 == r or c == 1)):
+    if x.data_ptr() % 16 == 0 and any(_layouts(*x.shape, *x.stride(), 1)):
         return x
     return x.clone(memory_format=_torch.contiguous_format)
 
@@ -496,8 +500,8 @@ def _make_autograd():
 def _product_like(x, lhs, rhs):
     """lhs @ rhs, the gradient of x, stored as x is: for x = w.T (a weight used transposed), (rhs.T @ lhs.T).T,
     so that w.grad comes out row-major like w."""
-    s0, s1 = x.stride()
-    if s0 == 1 and s1 != 1:
+    row_major, transposed = _layouts(*x.shape, *x.stride(), 1)
+    if transposed and not row_major:
         return gemm(rhs.T, lhs.T).T
     return gemm(lhs, rhs)
 

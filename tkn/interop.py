@@ -22,7 +22,7 @@ import numpy as np
 from tkn.ptx import SIM
 
 __all__ = ["ArrayInfo", "array_info", "check_array", "as_device_array", "empty", "to_user", "copy_back",
-           "current_stream", "dtype_name", "kernel_dtype"]
+           "current_stream", "context_missing", "dtype_name", "kernel_dtype"]
 
 _ALIASES = {"bf16": "bfloat16", "f16": "float16", "half": "float16", "fp16": "float16", "f32": "float32",
             "float": "float32", "fp32": "float32", "f64": "float64", "double": "float64", "i8": "int8",
@@ -307,6 +307,18 @@ def torch_stream_getter():
         _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None) or (
             lambda d: torch.cuda.current_stream(d).cuda_stream)
     return _raw_stream
+
+
+def context_missing(err):
+    """True if driver result `err` says this thread has no current CUDA context (one that never touched CUDA:
+    torch runs backward on such threads), after making the device's primary context current (numba's, which
+    torch and cupy share): the caller then retries once."""
+    from cuda.bindings import driver
+    if err != driver.CUresult.CUDA_ERROR_INVALID_CONTEXT:
+        return False
+    from numba import cuda
+    cuda.current_context()
+    return True
 
 
 def current_stream(x=None):

@@ -527,12 +527,7 @@ class Kernel:
         return cfg
 
     def _launch_failed(self, err, gx, gy, gz, smem, cs):
-        from cuda.bindings import driver
-        if err == driver.CUresult.CUDA_ERROR_INVALID_CONTEXT:
-            # A thread that never touched CUDA has no current context: make numba's (the device's primary
-            # context, which torch and cupy share) current and try again.
-            from numba import cuda
-            cuda.current_context()
+        if interop.context_missing(err):
             if self._attrs:
                 err = self._launch_ex(gx, gy, gz, smem, cs)
             else:
@@ -618,14 +613,10 @@ class Prepared:
         if cs is None:
             cs = _custream(stream)
         err, = self._go(cs, self.pointer, 0)
+        if err and interop.context_missing(err):
+            err, = self._go(cs, self.pointer, 0)
         if err:
-            from cuda.bindings import driver
-            if err == driver.CUresult.CUDA_ERROR_INVALID_CONTEXT:   # a thread that never touched CUDA
-                from numba import cuda
-                cuda.current_context()
-                err, = self._go(cs, self.pointer, 0)
-            if err:
-                raise RuntimeError(f"{self.kernel.name}: launch failed with {err.name}")
+            raise RuntimeError(f"{self.kernel.name}: launch failed with {err.name}")
 
 
 _numba_streams = {}

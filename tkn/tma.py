@@ -9,6 +9,7 @@ from collections import namedtuple
 
 import numpy as np
 
+from tkn import interop
 from tkn.ptx import SIM
 from tkn.ptx.tma import sim_encode_tensormap
 from tkn.ptx.wgmma import st_swizzle_bytes
@@ -98,11 +99,7 @@ def _driver_encode(elem, address, dims, strides, box, swizzle, l2_promotion):
             d.CUtensorMapInterleave.CU_TENSOR_MAP_INTERLEAVE_NONE, sw, l2,
             d.CUtensorMapFloatOOBfill.CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE)  # NONE = zeros
     err, tmap = encode()
-    if err == d.CUresult.CUDA_ERROR_INVALID_CONTEXT:
-        # a thread with no current context (torch runs backward on its own threads): make the device's
-        # primary context (numba's, which torch and cupy share) current, as tkn.launch does
-        from numba import cuda
-        cuda.current_context()
+    if interop.context_missing(err):
         err, tmap = encode()
     if err != d.CUresult.CUDA_SUCCESS:
         raise RuntimeError(f"cuTensorMapEncodeTiled failed: {err}")
