@@ -54,7 +54,7 @@ def main():
                 continue
             use(tiles, group_m, cluster, lag)
             if cluster > 1 and M == SHAPES[0][0]:
-                print(f"resident {cluster}-CTA clusters: {G._launcher(False, G._tiles(M, N, K, 0)).max_active_clusters()}")
+                print(f"resident {cluster}-CTA clusters: {G._launcher((False, False), G._tiles(M, N, K, 0)).max_active_clusters()}")
             t = time_ms(lambda: gemm(a, b, out))
             cb = flops / time_ms(lambda: torch.matmul(a, b, out=ref)) / 1e9
             err = ((out.float() - ref.float()).norm() / ref.float().norm()).item()

@@ -373,6 +373,7 @@ class Kernel:
         self._lock = threading.Lock()
         self._nargs = len(names)
         self._f = None  # driver.CUfunction once compiled
+        self.device = None  # the device id it was compiled for (the current one at compile())
         self._torch_stream = None
         self._fast = True
         self._ex_configs = {}
@@ -391,7 +392,7 @@ class Kernel:
         if tuple(kernel.argument_types) != self.argtypes:  # numba canonicalised a type: pack what it compiled
             self._params = _Params(kernel.argument_types, self.names, self._dtypes, self.align)
         cufunc = kernel._codelibrary.get_cufunc()
-        self._device = cuda.get_current_device().id
+        self.device = cuda.get_current_device().id
         self._cufunc = cufunc
         # debug kernels report exceptions through a flag numba reads after the launch; extensions rewrite
         # arguments: both need numba's launcher.
@@ -399,7 +400,7 @@ class Kernel:
         if not self._fast and self.cluster:
             raise NotImplementedError(f"{self.name}: cluster launch needs the fast path, which cannot pack "
                                       f"this kernel's arguments ({self.argtypes})")
-        _raise_smem(cufunc, self.smem, self._device)
+        _raise_smem(cufunc, self.smem, self.device)
         self._attrs = []
         if self.cluster:
             a = driver.CUlaunchAttribute()
@@ -408,7 +409,7 @@ class Kernel:
             self._attrs.append(a)
             if np.prod(self.cluster) > 8:  # 8 is the portable maximum; Hopper allows 16 on request
                 attr = driver.CUfunction_attribute.CU_FUNC_ATTRIBUTE_NON_PORTABLE_CLUSTER_SIZE_ALLOWED
-                err, = driver.cuKernelSetAttribute(attr, 1, cufunc.handle, driver.CUdevice(self._device))
+                err, = driver.cuKernelSetAttribute(attr, 1, cufunc.handle, driver.CUdevice(self.device))
                 if err:
                     raise ValueError(f"{self.name}: cluster {self.cluster} not allowed: {err.name}")
         if getattr(kernel, "cooperative", False):  # grid.sync() in the kernel
@@ -435,7 +436,7 @@ class Kernel:
         if smem is None:
             smem = self.smem
         elif smem > self.smem:
-            _raise_smem(self._cufunc, smem, self._device)
+            _raise_smem(self._cufunc, smem, self.device)
         if type(grid) is int:
             gx, gy, gz = grid, 1, 1
         elif type(grid) is tuple and len(grid) == 3:
@@ -445,7 +446,7 @@ class Kernel:
         params = self._params
         try:
             with self._lock:  # the buffer is shared: hold it from packing until the driver has copied it
-                fw = params.pack(args, self._device)
+                fw = params.pack(args, self.device)
                 if stream is None:
                     s = 0 if fw is None else self._framework_stream(fw)
                 else:
@@ -465,7 +466,7 @@ class Kernel:
 
     def prepare(self, grid, *args, smem=None):
         """Pack `args` once and return a `Prepared` launch: calling it costs one driver call, and only the
-        data pointers that change (set through its `u64` view at `data_slot(i)`) need rewriting."""
+        data pointers and numbers that change (with_data, at `slot(i)`) need rewriting."""
         if SIM:
             raise RuntimeError(f"{self.name}: prepared launches need a GPU")
         self.compile()
@@ -473,9 +474,9 @@ class Kernel:
             raise NotImplementedError(f"{self.name}: the fast path cannot pack {self.argtypes}")
         smem = self.smem if smem is None else smem
         if smem > self.smem:
-            _raise_smem(self._cufunc, smem, self._device)
+            _raise_smem(self._cufunc, smem, self.device)
         with self._lock:
-            fw = self._params.pack(args, self._device)
+            fw = self._params.pack(args, self.device)
             buf = self._params.buf.copy()
         return Prepared(self, _dim3(grid), smem, buf, fw)
 
@@ -499,7 +500,7 @@ class Kernel:
         if fw == "torch":
             if self._torch_stream is None:
                 self._torch_stream = interop.torch_stream_getter()
-            return self._torch_stream(self._device)
+            return self._torch_stream(self.device)
         return sys.modules["cupy"].cuda.get_current_stream().ptr
 
     def _launch_ex(self, gx, gy, gz, smem, cs):
@@ -577,7 +578,7 @@ def _sim_array(a):
 
 class Prepared:
     """A launch of one Kernel with its parameters packed (Kernel.prepare). `u64` views the parameter slots;
-    `data_slot(i)` is where argument i's data pointer goes. Call it with a stream handle (int)."""
+    `slot(i)` is where argument i's data pointer (or value, for a number) goes. Call it with a stream handle (int)."""
 
     def __init__(self, kernel, grid, smem, buf, framework):
         self.kernel, self.grid, self.smem, self.framework = kernel, grid, smem, framework
@@ -597,8 +598,9 @@ class Prepared:
         else:   # everything but the stream bound once: a call costs the driver call and little more
             self._go = functools.partial(kernel._launch_kernel, self._f, *grid, *kernel.block, smem)
 
-    def data_slot(self, i):
-        return self.kernel._params.specs[i].data
+    def slot(self, i):
+        spec = self.kernel._params.specs[i]
+        return spec.data if spec.array else spec.slot
 
     def with_data(self, values):
         """A copy whose parameter slots {slot: value} are rewritten: a launch per output buffer, say, so that

@@ -1,13 +1,24 @@
 """TMA tile ops (device side): whole shared tiles to and from global memory through tensor maps.
 
 A tensor map is 128 bytes in device memory built on the host by tkn.tma (one per global array and tile type);
-kernels receive it as a uint8 array. `bar` is the u32 shared address of an mbarrier (a semaphore).
+kernels receive it as a uint8 array, or as its address (an integer argument: one parameter slot instead of an
+array's seven, which shortens every launch). `bar` is the u32 shared address of an mbarrier (a semaphore).
 Coordinates are in tile units, (r, c) for 2-D maps or (b, d, r, c) for 4-D ones.
 """
 from tkn import ptx
 from tkn._op import op, expect, role
 from tkn.jit import func
 from tkn.types import ELSIZE
+
+
+@op
+def map_address(tmap):
+    """The generic address of a tensor map passed as a uint8 array or as an address already."""
+    if role(tmap) == "gl":
+        return lambda tmap: ptx.global_address(tmap, 0)
+    expect(getattr(tmap, "bitwidth", 64) == 64, "tma.map_address", "tmap", "a uint8 array or a 64-bit address",
+           tmap)
+    return lambda tmap: tmap
 
 
 def _boxes(t):
@@ -34,14 +45,14 @@ def load_async(dst, tmap, coord, bar):
     if rank == 2:
         def impl(dst, tmap, coord, bar):
             base = ptx.shared_address(dst, 0)
-            t = ptx.global_address(tmap, 0)
+            t = map_address(tmap)
             for i in range(nbox):
                 ptx.tma_load_2d(base + i * box_bytes, t, bar, coord[1] * C + i * w, coord[0] * R)
         return impl
 
     def impl(dst, tmap, coord, bar):
         base = ptx.shared_address(dst, 0)
-        t = ptx.global_address(tmap, 0)
+        t = map_address(tmap)
         for i in range(nbox):
             ptx.tma_load_4d(base + i * box_bytes, t, bar, coord[3] * C + i * w, coord[2] * R, coord[1], coord[0])
     return impl
@@ -65,7 +76,7 @@ def load_async_multicast(dst, tmap, coord, bar, mask, part, parts):
 
         def impl(dst, tmap, coord, bar, mask, part, parts):
             base = ptx.shared_address(dst, 0)
-            t = ptx.global_address(tmap, 0)
+            t = map_address(tmap)
             for j in range(per):
                 i = part * per + j
                 ptx.tma_load_2d_multicast(base + i * box_bytes, t, bar, mask, coord[1] * C + i * w, coord[0] * R)
@@ -77,7 +88,7 @@ def load_async_multicast(dst, tmap, coord, bar, mask, part, parts):
 
     def impl(dst, tmap, coord, bar, mask, part, parts):
         base = ptx.shared_address(dst, 0) + part * rows * S
-        t = ptx.global_address(tmap, 0)
+        t = map_address(tmap)
         for i in range(nbox):
             ptx.tma_load_2d_multicast(base + i * box_bytes, t, bar, mask, coord[1] * C + i * w,
                                       coord[0] * R + part * rows)
@@ -93,14 +104,14 @@ def _store_op(name, leaf2, leaf4, doc):
         if rank == 2:
             def impl(tmap, src, coord):
                 base = ptx.shared_address(src, 0)
-                t = ptx.global_address(tmap, 0)
+                t = map_address(tmap)
                 for i in range(nbox):
                     l2(t, base + i * box_bytes, coord[1] * C + i * w, coord[0] * R)
             return impl
 
         def impl(tmap, src, coord):
             base = ptx.shared_address(src, 0)
-            t = ptx.global_address(tmap, 0)
+            t = map_address(tmap)
             for i in range(nbox):
                 l4(t, base + i * box_bytes, coord[3] * C + i * w, coord[2] * R, coord[1], coord[0])
         return impl
@@ -160,7 +171,7 @@ def fence_proxy_async():
 
 @func
 def prefetch_tensormap(tmap):
-    ptx.prefetch_tensormap(ptx.global_address(tmap, 0))
+    ptx.prefetch_tensormap(map_address(tmap))
 
 
 # semaphores: mbarriers with phase parity
