@@ -36,9 +36,9 @@ class Tiles:
     stage's wgmmas and free it at once: the other consumer keeps the tensor cores busy) or 1 (one stage of wgmmas
     in flight: ping-pong, where one consumer issues at a time, and the short 128 x 64 tiles)."""
 
-    def __init__(self, bn, stages, parts=2, bk=64, buffers=None, pingpong=False, lag=0, kind="bf16", late=False):
+    def __init__(self, bn, stages, parts=2, bk=64, buffers=None, pingpong=False, lag=0, kind="bf16"):
         BK = self.bk = bk
-        self.lag, self.kind, self.late = lag, kind, late              # kind: the inputs' ("bf16", or "e4m3": fp8, bk=128 bytes too)
+        self.lag, self.kind = lag, kind              # kind: the inputs' ("bf16", or "e4m3": fp8, bk=128 bytes too)
         self.bm = bm = WM if pingpong else BM
         self.bn, self.stages, self.parts, self.pingpong = bn, stages, parts, pingpong
         self.cw = bn // parts
@@ -54,9 +54,8 @@ class Tiles:
     def __repr__(self):
         pp = ", pingpong" if self.pingpong else ""
         fp8 = ", e4m3" if self.kind == "e4m3" else ""
-        late = ", late" if self.late else ""
         return (f"Tiles({self.bm}x{self.bn}, bk={self.bk}, stages={self.stages}, parts={self.parts}{pp}, "
-                f"lag={self.lag}{fp8}{late})")
+                f"lag={self.lag}{fp8})")
 
 
 WIDE, NARROW = Tiles(256, 4), Tiles(128, 6)
@@ -76,7 +75,6 @@ def _make(transpose_a, transpose_b, cluster, t=WIDE, group_m=GROUP_M):
     a_rows, a_cols = (BK, TM) if transpose_a else (TM, BK)
     b_rows, b_cols = (BN, BK) if transpose_b else (BK, BN)
     FP8 = t.kind == "e4m3"                             # fp8 in, scaled by the kernel's last argument
-    LATE = t.late                                      # lcf's late finish: stores under the next task's wgmmas
     st_in = tkn.st_fp8 if FP8 else tkn.st_bf
     mma = (wg.mma_AtBt if transpose_b else wg.mma_AtB) if transpose_a else (wg.mma_ABt if transpose_b else wg.mma_AB)
     mask = (1 << cluster) - 1
@@ -125,17 +123,10 @@ def _make(transpose_a, transpose_b, cluster, t=WIDE, group_m=GROUP_M):
         wg.mma_commit_group()
 
     @tkn.func
-    def prepare(g, out, acc, where):
-        """Late finish: the accumulator leaves for bf16 registers, freeing it for the next task's wgmmas."""
-        if FP8:
-            tkn.mul(acc, acc, g[6])
-        tkn.copy(out, acc)
-
-    @tkn.func
     def store_part(g, buf, acc, where, part):
         row, col = where
         w = wg.groupid()
-        if FP8 and not LATE and part == 0:
+        if FP8 and part == 0:
             tkn.mul(acc, acc, g[6])                    # out = scale * (a @ b): the fp8 scales, once per tile
         c = tkn.st_bf(buf, C_OFF + (NBUF * w + part % NBUF) * C_BYTES, WM, CW)
         if wg.laneid() == 0:
@@ -159,13 +150,12 @@ def _make(transpose_a, transpose_b, cluster, t=WIDE, group_m=GROUP_M):
             tma.store_async_wait(0)                # shared memory must outlive the last store
 
     name = ("gemm_fp8_a" if FP8 else "gemm_a") + "t" * transpose_a + "b" + "t" * transpose_b + (
-        f"_c{cluster}" if cluster > 1 else "") + ("" if BN == 256 else f"_n{BN}") + ("_pp" if PP else "") + (
-        "_late" if LATE else "")
+        f"_c{cluster}" if cluster > 1 else "") + ("" if BN == 256 else f"_n{BN}") + ("_pp" if PP else "")
     args = ("M", "N", "K", "tma_a", "tma_b", "tma_c") + (("scale",) if FP8 else ())
     return lcf(name=name, args=args, tasks=tasks, iters=iters, setup=tile,
                load=load, compute=compute, finish=finish, teardown=teardown, stages=STAGES,
                stage_bytes=A_BYTES + B_BYTES, bar_offset=t.bar_off, acc_cols=BN, cluster=cluster, producer_regs=56,
-               consumer_regs=224, mma_lag=t.lag, pingpong=PP, prepare=prepare if LATE else None)
+               consumer_regs=224, mma_lag=t.lag, pingpong=PP)
 
 
 _KERNELS = {}
@@ -174,7 +164,7 @@ _KERNELS = {}
 def kernel_for(transpose_a, transpose_b, cluster=1, t=WIDE, group_m=GROUP_M):
     """The kernel for a configuration, built once (bench/gemm_sweep.py tries others than the defaults)."""
     key = (transpose_a, transpose_b, cluster, t.bn, t.bk, t.stages, t.parts, t.buffers, t.pingpong, t.lag, t.kind,
-           t.late, group_m)
+           group_m)
     if key not in _KERNELS:
         _KERNELS[key] = _make(transpose_a, transpose_b, cluster, t, group_m)
     return _KERNELS[key]
@@ -187,8 +177,6 @@ gemm_ab_n128, gemm_abt_n128 = kernel_for(False, False, 1, NARROW), kernel_for(Fa
 gemm_ab_n64, gemm_abt_n64 = kernel_for(False, False, 1, NARROWEST), kernel_for(False, True, 1, NARROWEST)
 gemm_ab_pp, gemm_abt_pp = kernel_for(False, False, 1, PINGPONG), kernel_for(False, True, 1, PINGPONG)
 gemm_atb_pp = kernel_for(True, False, 1, PINGPONG)
-WIDE_LATE = Tiles(256, 4, late=True)
-gemm_ab_late = kernel_for(False, False, 1, WIDE_LATE)
 
 
 # ------------------------------------------------------------------------------------------------ host side

@@ -33,7 +33,7 @@ from numba import cuda
 from tkn import _gencache, ptx
 from tkn.jit import func, kernel as _kernel
 from tkn.ops import warpgroup
-from tkn.types import dynamic_shared, rt_bf, rt_fl
+from tkn.types import dynamic_shared, rt_fl
 
 _SOURCE = '''
 def {name}({args}):
@@ -73,7 +73,7 @@ def {name}({args}):
 {storer}    else:                                             # consumer warpgroups
         warpgroup.increase_registers(CONSUMER_REGS)
         acc = rt_fl(16, ACC_COLS)
-{late_init}        me = tid // 128
+        me = tid // 128
         stage = 0
         phase = 0
         turn = 0                                      # ping-pong: the consumer whose task this is
@@ -91,7 +91,7 @@ def {name}({args}):
             for it in range(iters(g, task)):
                 ptx.mbarrier_wait_parity(bars + 8 * stage, phase)                # stage is full
                 compute(g, smem, stage, acc, common, it)
-{late_store}                if MMA_LAG == 0:                          # wait for this stage's wgmmas: hand it back now
+                if MMA_LAG == 0:                          # wait for this stage's wgmmas: hand it back now
                     warpgroup.mma_async_wait(acc, 0)
                     release(bars + 8 * (STAGES + stage), tid % 128)
                 else:                                     # keep them in flight; the previous stage's are done
@@ -110,7 +110,7 @@ def {name}({args}):
             if MMA_LAG > 0:
                 warpgroup.mma_async_wait(acc, 0)
                 release(bars + 8 * (STAGES + last), tid % 128)
-{finish}{late_last}        teardown(g, smem)
+{finish}        teardown(g, smem)
     if CLUSTER > 1:
         ptx.cluster_sync()                            # no CTA leaves while a peer may still write to it
 
@@ -149,31 +149,6 @@ def _the_task(g, task):
 
 _LCF_FINISH = """\
             finish(g, smem, acc, common)
-"""
-
-# late finish: the task's result leaves the accumulator at once (prepare: e.g. to bf16 registers), and finish
-# stores it after the next task's first wgmmas are issued, so the stores run under them
-_LATE_INIT = """\
-        held = rt_bf(16, ACC_COLS)
-        held_task = setup(g, first)
-        holding = False
-"""
-
-_LATE_STORE = """\
-                if it == 0 and holding:
-                    finish(g, smem, held, held_task)
-                    holding = False
-"""
-
-_LATE_FINISH = """\
-            prepare(g, held, acc, common)
-            held_task = common
-            holding = True
-"""
-
-_LATE_LAST = """\
-        if holding:
-            finish(g, smem, held, held_task)
 """
 
 _LCSF_INIT = """\
@@ -215,7 +190,7 @@ _LCSF_FINISH = """\
 
 def lcf(*, name, args, tasks, iters, load, compute, finish, stages, stage_bytes, bar_offset, acc_cols,
         consumers=2, producer_regs=40, consumer_regs=232, cluster=1, teardown=_nothing, store=None,
-        out_stages=0, mma_lag=1, setup=_the_task, pingpong=False, prepare=None):
+        out_stages=0, mma_lag=1, setup=_the_task, pingpong=False):
     """Build an LCF kernel (see the module doc). `args`: the kernel's parameter names; `bar_offset`: where in
     dynamic shared memory the template may put its 2*stages mbarriers (8 bytes each). With `cluster` > 1 the
     blocks of a cluster (launch with cluster=(n, 1, 1)) share each task and may multicast loads to each other:
@@ -223,15 +198,8 @@ def lcf(*, name, args, tasks, iters, load, compute, finish, stages, stage_bytes,
     `mma_lag`: 1 keeps one stage of wgmmas in flight while the next is issued (the stage is freed a step later);
     0 waits for each stage's wgmmas and frees it at once (the other consumers keep the tensor cores busy).
     `pingpong`: the consumers take whole tasks in turn (see the module doc); use mma_lag=1 with it.
-    `prepare(g, out, acc, task)`: late finish. At the end of a task the consumer warpgroup turns acc into `out`
-    (each warp's rt_bf(16, acc_cols)) and goes on; finish(g, smem, out, task) runs once the next task's first
-    wgmmas are issued, so its stores overlap them instead of leaving the tensor cores idle.
     With `store` and `out_stages` it is LCSF (see lcsf)."""
     lcsf_mode = out_stages > 0
-    late = prepare is not None
-    if late and (pingpong or lcsf_mode):
-        raise ValueError("lcf: prepare (late finish) is for cooperative LCF kernels, without pingpong or an "
-                         "output ring")
     if pingpong and lcsf_mode:
         raise ValueError("lcf: pingpong with an output ring (lcsf) is not supported: each output stage expects "
                          "every consumer's part")
@@ -239,12 +207,10 @@ def lcf(*, name, args, tasks, iters, load, compute, finish, stages, stage_bytes,
               CLUSTER=cluster, MMA_LAG=mma_lag, PINGPONG=pingpong, ORDER_BAR=1 + consumers,
               tasks=tasks, iters=iters, setup=setup, load=load, compute=compute, finish=finish, teardown=teardown, STAGES=stages,
               STAGE_BYTES=stage_bytes, BAR_OFFSET=bar_offset, ACC_COLS=acc_cols, CONSUMERS=consumers,
-              PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, prepare=prepare, rt_bf=rt_bf)
+              PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs)
     src = _SOURCE.format(name=name, args=", ".join(args), init_out=_LCSF_INIT if lcsf_mode else "",
                          storer=_LCSF_STORER if lcsf_mode else "",
-                         finish=(_LCSF_FINISH if lcsf_mode else _LATE_FINISH if late else _LCF_FINISH),
-                         late_init=_LATE_INIT if late else "", late_store=_LATE_STORE if late else "",
-                         late_last=_LATE_LAST if late else "")
+                         finish=(_LCSF_FINISH if lcsf_mode else _LCF_FINISH))
     if lcsf_mode:   # the consumers count output stages across tasks too
         src = src.replace("        turn = 0", "        ostage = 0\n        ophase = 0\n        turn = 0")
     return _build(name, src, ns, threads=128 * (consumers + 1), min_blocks=1)
