@@ -354,7 +354,7 @@ def plan_for(a, b, M, N, K, tr, tiles, extra=()):
     if k.device != a.device.index:
         raise ValueError(f"{k.name}: a and b are on cuda:{a.device.index}, but the kernel runs on numba's current "
                          f"device, cuda:{k.device}; select it first (numba.cuda.select_device)")
-    launch = k.prepare(_grid(M, N, sms, t, tr), M, N, K, tms[0].data_ptr(), tms[1].data_ptr(), 0, *extra)
+    launch = k.prepare(_grid(M, N, sms, t, tr), M, N, K, tms[0].data_ptr(), tms[1].data_ptr(), 0, *extra)  # 0: for_out
     launch.keep = (aop, bop, tms)                  # the tensormaps must outlive the plan
     return _Plan(launch, (M, N), a.device.index)
 
@@ -455,8 +455,8 @@ def run_generic(a, b, out, M, N, K, tr, tiles, dtype, extra=()):
     sms = _num_sms()
     t = tiles(M, N, K, sms)
     (box_a, swz_a), (box_b, swz_b) = _boxes(tr, t)
-    maps = [tma.device_address(m) for m in (_tensormap(da, box_a, swz_a, t.kind), _tensormap(db, box_b, swz_b, t.kind),
-                                            _tensormap(dc, (WM, 64), 128))]
+    maps = (_tensormap(da, box_a, swz_a, t.kind), _tensormap(db, box_b, swz_b, t.kind), _tensormap(dc, (WM, 64), 128))
+    maps = [tma.device_address(m) for m in maps]
     _launcher(tr, t)(_grid(M, N, sms, t, tr), M, N, K, *maps, *extra, stream=interop.current_stream(a))
     if dc is not out and not SIM and interop.array_info(out, "out").device == -1:
         interop.copy_back(dc, out)

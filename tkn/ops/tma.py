@@ -16,8 +16,8 @@ def map_address(tmap):
     """The generic address of a tensor map passed as a uint8 array or as an address already."""
     if role(tmap) == "gl":
         return lambda tmap: ptx.global_address(tmap, 0)
-    expect(getattr(tmap, "bitwidth", 64) == 64, "tma.map_address", "tmap", "a uint8 array or a 64-bit address",
-           tmap)
+    expect(isinstance(tmap, int) or str(tmap) in ("int64", "uint64"), "tma.map_address", "tmap",
+           "a uint8 array or a 64-bit integer address", tmap)
     return lambda tmap: tmap
 
 
