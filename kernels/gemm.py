@@ -83,6 +83,12 @@ def _make(transpose_a, transpose_b, cluster, t=WIDE, group_m=GROUP_M):
     # g = (M, N, K, tma_a, tma_b, tma_c[, scale]): TMA does every load and store, so the kernel takes the
     # sizes and the tensor maps' addresses, not the arrays (7 parameter slots instead of 48: a shorter launch)
     @tkn.func
+    def prologue(g):                                   # the maps reach the TMA unit while the barriers are set up
+        tma.prefetch_tensormap(g[3])
+        tma.prefetch_tensormap(g[4])
+        tma.prefetch_tensormap(g[5])
+
+    @tkn.func
     def tasks(g):
         return ((g[0] + TM * cluster - 1) // (TM * cluster)) * ((g[1] + BN - 1) // BN)
 
@@ -152,7 +158,7 @@ def _make(transpose_a, transpose_b, cluster, t=WIDE, group_m=GROUP_M):
     name = ("gemm_fp8_a" if FP8 else "gemm_a") + "t" * transpose_a + "b" + "t" * transpose_b + (
         f"_c{cluster}" if cluster > 1 else "") + ("" if BN == 256 else f"_n{BN}") + ("_pp" if PP else "")
     args = ("M", "N", "K", "tma_a", "tma_b", "tma_c") + (("scale",) if FP8 else ())
-    return lcf(name=name, args=args, tasks=tasks, iters=iters, setup=tile,
+    return lcf(name=name, args=args, prologue=prologue, tasks=tasks, iters=iters, setup=tile,
                load=load, compute=compute, finish=finish, teardown=teardown, stages=STAGES,
                stage_bytes=A_BYTES + B_BYTES, bar_offset=t.bar_off, acc_cols=BN, cluster=cluster, producer_regs=56,
                consumer_regs=224, mma_lag=t.lag, pingpong=PP)

@@ -117,6 +117,7 @@ def test_gemm_sass(kernel):
     assert n["LDL"] == 0 and n["STL"] == 0, n
     bn = kernel.split("_n")[1].split("_")[0] if "_n" in kernel else "256"
     assert f"HGMMA.64x{bn}x16.F32.BF16" in s
+    assert s.count("UTMACCTL.PF") == 3, "the three tensor maps are prefetched at kernel start"
     for warning in ("C7504", "C7508", "C7510", "C7511", "C7514", "C7517", "C7519"):   # setmaxnreg dropped,
         assert warning not in info[0], info[0]                                       # wgmma serialized
 

@@ -13,6 +13,8 @@ in every CTA of the cluster.
 A kernel author writes small device functions (tkn.func), each receiving `g`, the tuple of kernel arguments:
     tasks(g) -> int                                 how many tasks in all
     iters(g, task) -> int                           input stages one task consumes
+    prologue(g)                                     optional, one thread at the start (e.g. prefetch the tensor
+                                                    maps, so the first TMA does not wait for them)
     setup(g, task) -> common                        optional, once per task and role: what the callbacks below
                                                     get as `task` (e.g. the tile's coordinates; default: task)
     load(g, smem, stage, task, it, bar)             one producer thread: issue TMA loads of stage `stage`,
@@ -42,6 +44,7 @@ def {name}({args}):
     bars = ptx.shared_address(smem, BAR_OFFSET)      # full[s] at bars + 8s, empty[s] at bars + 8(STAGES + s)
     tid = ptx.thread_rank()
     if tid == 0:
+        prologue(g)
         for s in range(STAGES):
             ptx.mbarrier_init(bars + 8 * s, 1)
             ptx.mbarrier_init(bars + 8 * (STAGES + s), (1 if PINGPONG else CONSUMERS) * CLUSTER)
@@ -143,6 +146,11 @@ def _nothing(g, smem):
 
 
 @func
+def _no_prologue(g):
+    pass
+
+
+@func
 def _the_task(g, task):
     return task
 
@@ -190,7 +198,7 @@ _LCSF_FINISH = """\
 
 def lcf(*, name, args, tasks, iters, load, compute, finish, stages, stage_bytes, bar_offset, acc_cols,
         consumers=2, producer_regs=40, consumer_regs=232, cluster=1, teardown=_nothing, store=None,
-        out_stages=0, mma_lag=1, setup=_the_task, pingpong=False):
+        out_stages=0, mma_lag=1, setup=_the_task, pingpong=False, prologue=_no_prologue):
     """Build an LCF kernel (see the module doc). `args`: the kernel's parameter names; `bar_offset`: where in
     dynamic shared memory the template may put its 2*stages mbarriers (8 bytes each). With `cluster` > 1 the
     blocks of a cluster (launch with cluster=(n, 1, 1)) share each task and may multicast loads to each other:
@@ -207,7 +215,7 @@ def lcf(*, name, args, tasks, iters, load, compute, finish, stages, stage_bytes,
               CLUSTER=cluster, MMA_LAG=mma_lag, PINGPONG=pingpong, ORDER_BAR=1 + consumers,
               tasks=tasks, iters=iters, setup=setup, load=load, compute=compute, finish=finish, teardown=teardown, STAGES=stages,
               STAGE_BYTES=stage_bytes, BAR_OFFSET=bar_offset, ACC_COLS=acc_cols, CONSUMERS=consumers,
-              PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs)
+              PRODUCER_REGS=producer_regs, CONSUMER_REGS=consumer_regs, prologue=prologue)
     src = _SOURCE.format(name=name, args=", ".join(args), init_out=_LCSF_INIT if lcsf_mode else "",
                          storer=_LCSF_STORER if lcsf_mode else "",
                          finish=(_LCSF_FINISH if lcsf_mode else _LCF_FINISH))
