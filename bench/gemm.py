@@ -24,6 +24,8 @@ def with_cluster(n):
 
 SHAPES = [(n, n, n) for n in (1024, 2048, 4096, 8192, 16384)] + [
     (8192, 8192, 1024), (4096, 14336, 4096), (16384, 4096, 4096), (4096, 4096, 16384)]
+UNDERFILLED = [(1024, 1024, 1024), (1024, 1024, 4096), (32, 8192, 8192), (128, 8192, 8192), (32, 4096, 14336),
+               (128, 4096, 14336)]      # too few 128 x 256 tiles to fill the SMs: split-K's shapes
 
 
 def host_overhead_us(n=300):
@@ -46,7 +48,7 @@ def host_overhead_us(n=300):
 
 
 def main(quick=False, name="gemm"):
-    shapes = [(4096, 4096, 4096), (8192, 8192, 8192)] if quick else SHAPES
+    shapes = [(4096, 4096, 4096), (8192, 8192, 8192)] + UNDERFILLED if quick else SHAPES + UNDERFILLED[1:]
     records = []
     print(f"{'M':>6} {'N':>6} {'K':>6} GPU time: {'tkn':>6} {'cuBLAS':>7} {'ratio':>6} | per call: {'tkn':>6} "
           f"{'cuBLAS':>7} {'ratio':>6} | one after the other: {'tkn':>6} {'cuBLAS':>7} {'2-CTA':>6}  (TFLOP/s)  rel err")

@@ -35,7 +35,6 @@ def use(tiles, group_m, cluster, lag):
     G._tiles = lambda M, N, K, sms: t
     G.GROUP_M, G.CLUSTER = group_m, cluster
     G._plans.clear()
-    G._kernels.clear()
 
 
 def main():

@@ -20,6 +20,15 @@ for phase in "$@"; do
   sweep)
     python bench/gemm_sweep.py > "$OUT/sweep.txt" 2>&1
     ;;
+  template)   # the stateful-template kernels' GPU tests, then the GEMM before (.old: the last landed tree, when
+              # carried) and after in one run, and the split-K sweep
+    python bench/gemm.py --quick gemm_new > "$OUT/gemm_new.txt" 2>&1
+    if [ -d .old ]; then (cd .old && python bench/gemm.py --quick gemm_prev > "$OUT/gemm_prev.txt" 2>&1 &&
+                          cp bench/results/gemm_prev.json "$OUT/"); fi
+    timeout 200 python bench/gemm_splitk.py > "$OUT/splitk.txt" 2>&1
+    timeout ${TEST_S:-150} python -m pytest tests/test_templates.py tests/test_gemm_splitk.py \
+      tests/test_attention_example.py tests/test_gemm.py -q -x -n 8 -p no:cacheprovider > "$OUT/tests.txt" 2>&1
+    ;;
   bench)
     python bench/host_profile.py > "$OUT/host_profile.txt" 2>&1
     python bench/gemm.py > "$OUT/gemm.txt" 2>&1
@@ -31,7 +40,8 @@ for phase in "$@"; do
     ;;
   esac
 done
-cp bench/results/*.json "$OUT/" 2>/dev/null
+# the results this session wrote (at most 8 files come back: the logs go first, then the newest results)
+find bench/results -name '*.json' -newer bench/gpu_session.sh -exec cp {} "$OUT/" \; 2>/dev/null
 for f in "$OUT"/*.txt; do
   echo "=== $(basename "$f")"
   case $f in

@@ -27,7 +27,6 @@ for t, cluster in [(G.WIDE, 1), (G.WIDE, 2), (G.Tiles(256, 4, parts=4), 1), (G.N
                    (G.PINGPONG, 1), (G.PINGPONG, 2)]:
     G._tiles = lambda M, N, K, sms: t
     G.CLUSTER = cluster
-    G._kernels.clear()
     G._plans.clear()
     for M, N, K, ta, tb in [(256, 512, 192, False, False), (200, 264, 136, False, True),
                             (200, 264, 131, True, False)]:
@@ -57,7 +56,7 @@ F = sys.modules["tkn.kernels.gemm_fp8"]
 G.CLUSTER = 1
 for t in (F.WIDE, F.NARROWEST):                     # fp8: e4m3 tiles, k32 wgmmas, the scaled epilogue
     F._tiles = lambda M, N, K, sms: t
-    G._kernels.clear()
+    F._plans.clear()
     for M, N, K in [(256, 512, 256), (200, 264, 144)]:
         a, w = tkn.ptx.e4m3_bits(rng.standard_normal((M, K))), tkn.ptx.e4m3_bits(rng.standard_normal((N, K)))
         ref = 0.5 * tkn.ptx.e4m3_float(a).astype(np.float64) @ tkn.ptx.e4m3_float(w).astype(np.float64).T

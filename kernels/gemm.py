@@ -15,11 +15,14 @@ built for fp8 tiles (Tiles(kind="e4m3"): k32 wgmmas, 128-byte k-steps, a scaled 
 """
 import os
 
+import numpy as np
+from numba import cuda
+
 import tkn
 from tkn import ptx, tma
 from tkn.ops import warpgroup as wg
 from tkn._unroll import unrolled
-from tkn.templates import lcf
+from tkn.templates import lcf, lcf_plan
 
 BM = 128
 WM = BM // 2                                          # rows per consumer warpgroup
@@ -36,132 +39,187 @@ class Tiles:
     stage's wgmmas and free it at once: the other consumer keeps the tensor cores busy) or 1 (one stage of wgmmas
     in flight: ping-pong, where one consumer issues at a time, and the short 128 x 64 tiles)."""
 
-    def __init__(self, bn, stages, parts=2, bk=64, buffers=None, pingpong=False, lag=0, kind="bf16"):
-        BK = self.bk = bk
-        self.lag, self.kind = lag, kind              # kind: the inputs' ("bf16", or "e4m3": fp8, bk=128 bytes too)
-        self.bm = bm = WM if pingpong else BM
+    def __init__(self, bn, stages, parts=2, bk=64, buffers=None, pingpong=False, lag=0, kind="bf16", split=False):
+        self.bk, self.lag, self.kind = bk, lag, kind  # kind: the inputs' ("bf16", or "e4m3": fp8, bk=128 bytes too)
+        self.split = split                            # split-K: tasks are (tile, K range), partial sums fixed up
+        self.bm = WM if pingpong else BM
         self.bn, self.stages, self.parts, self.pingpong = bn, stages, parts, pingpong
         self.cw = bn // parts
         self.buffers = buffers or (1 if parts <= 2 else 2)
-        self.smem = s = tkn.SharedLayout()
-        self.a_off = s.st(kind, bm, BK, count=stages)
-        self.b_off = s.st(kind, BK, bn, count=stages)
-        self.c_off = s.st("bf16", WM, self.cw, count=2 * self.buffers)
-        self.bar_off = s.alloc(8 * 2 * stages, align=8)
-        self.a_bytes, self.b_bytes = tkn.st_bytes(kind, bm, BK), tkn.st_bytes(kind, BK, bn)
-        self.c_bytes = tkn.st_bytes("bf16", WM, self.cw)
+        # one stage's blocks (A^T's and B^T's are the same bytes, stored the other way) and the staging tiles
+        self.inputs = dict(a=tkn.st(kind, self.bm, bk), b=tkn.st(kind, bk, bn))
+        self.scratch = dict(c=tkn.st("bf16", WM, self.cw, count=2 * self.buffers))
+        self.smem = lcf_plan(inputs=self.inputs, stages=stages, scratch=self.scratch)
 
     def __repr__(self):
         pp = ", pingpong" if self.pingpong else ""
         fp8 = ", e4m3" if self.kind == "e4m3" else ""
+        sk = ", split" if self.split else ""
         return (f"Tiles({self.bm}x{self.bn}, bk={self.bk}, stages={self.stages}, parts={self.parts}{pp}, "
-                f"lag={self.lag}{fp8})")
+                f"lag={self.lag}{fp8}{sk})")
 
 
 WIDE, NARROW = Tiles(256, 4), Tiles(128, 6)
 NARROWEST = Tiles(64, 8, parts=1, lag=1)   # 1024^3, GPU time on the H200: 291 TFLOP/s with lag 1, 271 with lag 0
 PINGPONG = Tiles(256, 5, parts=4, buffers=1, pingpong=True, lag=1)   # 5 x 40 KB stages, a 64 x 64 staging tile each
+# split-K (under-filled problems): the same tiles, a task a (tile, share of K); m64: 64-row tiles for small M
+SPLIT_WIDE, SPLIT_NARROW = Tiles(256, 4, split=True), Tiles(128, 6, split=True)
+SPLIT_M64 = Tiles(256, 5, parts=4, buffers=1, pingpong=True, lag=1, split=True)
 
 
 def _make(transpose_a, transpose_b, cluster, t=WIDE, group_m=GROUP_M):
     """The A @ B kernel (A^T: A stored K x M; B^T: B stored N x K) with tiles `t`, for clusters of `cluster` CTAs
     stacked along M: they share each B tile, each CTA loading 1/cluster of it and multicasting it to all (less L2
     traffic per FLOP). A stored K x M reaches wgmma as an MN-major tile, as B stored K x N does."""
-    BN, BK, STAGES, TM, PP = t.bn, t.bk, t.stages, t.bm, t.pingpong
-    A_OFF, B_OFF, C_OFF, A_BYTES, B_BYTES, C_BYTES = t.a_off, t.b_off, t.c_off, t.a_bytes, t.b_bytes, t.c_bytes
-    HALF_A = 0 if PP else A_BYTES // 2                 # a consumer's 64 rows of A (one column block of A^T)
-    CW, PARTS, NBUF = t.cw, t.parts, t.buffers
+    BN, BK, TM, PP, CW, PARTS, NBUF = t.bn, t.bk, t.bm, t.pingpong, t.cw, t.parts, t.buffers
     PENDING = NBUF - 1                                 # stores that may still read staging tiles we won't touch
+    SPLIT = t.split
+    ACC_BLOCKS = BN // 16                              # the accumulator's 16 x 16 blocks, 8 f32 each a thread
+    SLOT = 128 * 8 * ACC_BLOCKS                        # one consumer warpgroup's partial, in floats
+    FP8 = t.kind == "e4m3"                             # fp8 in, scaled by the kernel's last argument
     a_rows, a_cols = (BK, TM) if transpose_a else (TM, BK)
     b_rows, b_cols = (BN, BK) if transpose_b else (BK, BN)
-    FP8 = t.kind == "e4m3"                             # fp8 in, scaled by the kernel's last argument
-    st_in = tkn.st_fp8 if FP8 else tkn.st_bf
+    inputs = dict(a=tkn.st(t.kind, a_rows, a_cols), b=tkn.st(t.kind, b_rows, b_cols))
     mma = (wg.mma_AtBt if transpose_b else wg.mma_AtB) if transpose_a else (wg.mma_ABt if transpose_b else wg.mma_AB)
     mask = (1 << cluster) - 1
     group = group_m // cluster
 
-    # g = (M, N, K, tma_a, tma_b, tma_c[, scale]): TMA does every load and store, so the kernel takes the
-    # sizes and the tensor maps' addresses, not the arrays (7 parameter slots instead of 48: a shorter launch)
+    # g: (M, N, K, tma_a, tma_b, tma_c[, scale]). TMA does every load and store, so the kernel takes the sizes
+    # and the tensor maps' addresses, not the arrays (7 parameter slots instead of 48: a shorter launch)
     @tkn.func
     def prologue(g):                                   # the maps reach the TMA unit while the barriers are set up
-        tma.prefetch_tensormap(g[3])
-        tma.prefetch_tensormap(g[4])
-        tma.prefetch_tensormap(g[5])
+        tma.prefetch_tensormap(g.tma_a)
+        tma.prefetch_tensormap(g.tma_b)
+        tma.prefetch_tensormap(g.tma_c)
+
+    @tkn.func
+    def tiles(g):
+        return ((g.M + TM * cluster - 1) // (TM * cluster)) * ((g.N + BN - 1) // BN)
 
     @tkn.func
     def tasks(g):
-        return ((g[0] + TM * cluster - 1) // (TM * cluster)) * ((g[1] + BN - 1) // BN)
-
-    @tkn.func
-    def iters(g, task):
-        return (g[2] + BK - 1) // BK
+        return tiles(g) * g.splits if SPLIT else tiles(g)
 
     @tkn.func
     def tile(g, task):
-        """(tile row, tile col) of this CTA's part of a task. Tasks run column-major within groups of
-        group_m tile rows, so the blocks running at once share A rows and B columns in L2."""
-        rows = (g[0] + TM * cluster - 1) // (TM * cluster)
-        cols = (g[1] + BN - 1) // BN
-        first = (task // (group * cols)) * group
+        """(tile row, tile col, first k-block, k-blocks, split, tile) of this CTA's part of a task. Tiles run
+        column-major within groups of group_m tile rows, so the blocks running at once share A rows and B
+        columns in L2; split-K: a tile's splits are consecutive tasks, each an even share of K."""
+        kb = (g.K + BK - 1) // BK
+        n, s, k0, nk = task, 0, 0, kb
+        if SPLIT:
+            n, s = task // g.splits, task % g.splits
+            k0 = s * kb // g.splits
+            nk = (s + 1) * kb // g.splits - k0
+        rows = (g.M + TM * cluster - 1) // (TM * cluster)
+        cols = (g.N + BN - 1) // BN
+        first = (n // (group * cols)) * group
         height = min(group, rows - first)
-        r = task - first * cols
+        r = n - first * cols
         rank = ptx.cluster_ctarank() if cluster > 1 else 0
-        return (first + r % height) * cluster + rank, r // height
+        return (first + r % height) * cluster + rank, r // height, k0, nk, s, n
 
     @tkn.func
-    def load(g, buf, stage, where, it, bar):
-        row, col = where
-        tma.load_async(st_in(buf, A_OFF + stage * A_BYTES, a_rows, a_cols), g[3],
-                       (it, row) if transpose_a else (row, it), bar)
-        b = st_in(buf, B_OFF + stage * B_BYTES, b_rows, b_cols)
+    def iters(g, where):
+        return where[3]
+
+    @tkn.func
+    def load(g, inp, where, it):
+        row, col = where[0], where[1]
+        it += where[2]
+        tma.load_async(inp.a, g.tma_a, (it, row) if transpose_a else (row, it), inp.arrived)
         bc = (col, it) if transpose_b else (it, col)
         if cluster > 1:
-            tma.load_async_multicast(b, g[4], bc, bar, mask, ptx.cluster_ctarank(), cluster)
+            tma.load_async_multicast(inp.b, g.tma_b, bc, inp.arrived, mask, ptx.cluster_ctarank(), cluster)
         else:
-            tma.load_async(b, g[4], bc, bar)
+            tma.load_async(inp.b, g.tma_b, bc, inp.arrived)
 
     @tkn.func
-    def compute(g, buf, stage, acc, where, it):
-        w = wg.groupid()
-        a = st_in(buf, A_OFF + stage * A_BYTES + w * HALF_A, BK if transpose_a else WM, WM if transpose_a else BK)
-        b = st_in(buf, B_OFF + stage * B_BYTES, b_rows, b_cols)
-        mma(acc, a, b, it > 0)                     # a new task starts from 0: no zero-fill needed
+    def compute(g, smem, inp, state, where, it):
+        a = inp.a if PP else tkn.subtile(inp.a, a_rows if transpose_a else WM, WM if transpose_a else BK, wg.groupid())
+        mma(state.acc, a, inp.b, it > 0)               # a new task starts from 0: no zero-fill needed
         wg.mma_commit_group()
 
     @tkn.func
-    def store_part(g, buf, acc, where, part):
-        row, col = where
+    def store_part(g, smem, state, where, part):
+        row, col = where[0], where[1]
         w = wg.groupid()
-        if FP8 and part == 0:
-            tkn.mul(acc, acc, g[6])                    # out = scale * (a @ b): the fp8 scales, once per tile
-        c = tkn.st_bf(buf, C_OFF + (NBUF * w + part % NBUF) * C_BYTES, WM, CW)
+        if part == 0 and FP8:
+            tkn.mul(state.acc, state.acc, g.scale)      # out = scale * (a @ b): the fp8 scales, once per tile
+        c = tkn.nth(smem.c, NBUF * w + part % NBUF)
         if wg.laneid() == 0:
-            tma.store_async_read_wait(PENDING)      # the last store from c has been read out
+            tma.store_async_read_wait(PENDING)         # the last store from c has been read out
         wg.sync(1 + w)
-        wg.store_cols(c, acc, part)                    # f32 -> bf16, stmatrix into the swizzled tile
+        wg.store_cols(c, state.acc, part)              # f32 -> bf16, stmatrix into the swizzled tile
         tma.fence_proxy_async()
         wg.sync(1 + w)
         if wg.laneid() == 0:
-            r = row if PP else 2 * row + w                    # in 64-row blocks
-            tma.store_async(g[5], c, (r, PARTS * col + part))  # clipped at the edges by TMA
+            r = row if PP else 2 * row + w             # in 64-row blocks
+            tma.store_async(g.tma_c, c, (r, PARTS * col + part))  # clipped at the edges by TMA
             tma.store_commit()
 
-    # finish: the parts one after another, each `part` a literal (acc stays in registers); the stores run on
-    # while the next task's wgmmas start
-    finish = unrolled("finish", ("g", "buf", "acc", "where"), None, store_part, (PARTS,))
+    # the parts one after another, each `part` a literal (acc stays in registers); the stores run on while the
+    # next task's wgmmas start
+    store_tile = unrolled("store_tile", ("g", "smem", "state", "where"), None, store_part, (PARTS,))
 
     @tkn.func
-    def teardown(g, buf):
+    def finish(g, smem, state, where):
+        wg.mma_async_wait(state.acc)                   # the task's last wgmmas are done: acc may be read
+        if not SPLIT or last_split(g, state, where):
+            store_tile(g, smem, state, where)
+
+    @tkn.func
+    def last_split(g, state, where):
+        """Split-K fix-up: each consumer warpgroup writes its partial sum to the workspace (in fragment order:
+        thread t's value e at e * 128 + t, so every store and load is coalesced) and counts itself in on its
+        half-tile's semaphore; the last of the splits adds the others' partials to its own and stores the tile
+        (and resets the semaphore for the next launch)."""
+        s, n, w, t = where[4], where[5], wg.groupid(), wg.laneid()
+        if g.splits == 1:
+            return True
+        half = n if PP else n * 2 + w                  # ping-pong: one consumer has the whole (64-row) tile
+        spill(g.ws, (half * g.splits + s) * SLOT, t, state.acc)
+        cuda.threadfence()                              # our partial is visible before we are counted
+        wg.sync(1 + w)
+        flag = cuda.shared.array(2, np.int32)
+        if t == 0:
+            flag[w] = cuda.atomic.add(g.sem, half, 1)
+        wg.sync(1 + w)
+        if flag[w] != g.splits - 1:
+            return False
+        cuda.threadfence()                              # the others' partials, counted in before us, are visible
+        for o in range(g.splits):
+            if o != s:
+                gather(g.ws, (half * g.splits + o) * SLOT, t, state.acc)
+        if t == 0:
+            g.sem[half] = 0
+        return True
+
+    @tkn.func
+    def spill(ws, base, t, acc):
+        for j in range(ACC_BLOCKS):
+            for e in range(8):
+                ws[base + (j * 8 + e) * 128 + t] = acc[0, j, e]
+
+    @tkn.func
+    def gather(ws, base, t, acc):
+        for j in range(ACC_BLOCKS):
+            for e in range(8):
+                acc[0, j, e] += ws[base + (j * 8 + e) * 128 + t]
+
+    @tkn.func
+    def teardown(g, smem):
         if wg.laneid() == 0:
-            tma.store_async_wait(0)                # shared memory must outlive the last store
+            tma.store_async_wait(0)                    # shared memory must outlive the last store
 
     name = ("gemm_fp8_a" if FP8 else "gemm_a") + "t" * transpose_a + "b" + "t" * transpose_b + (
-        f"_c{cluster}" if cluster > 1 else "") + ("" if BN == 256 else f"_n{BN}") + ("_pp" if PP else "")
-    args = ("M", "N", "K", "tma_a", "tma_b", "tma_c") + (("scale",) if FP8 else ())
-    return lcf(name=name, args=args, prologue=prologue, tasks=tasks, iters=iters, setup=tile,
-               load=load, compute=compute, finish=finish, teardown=teardown, stages=STAGES,
-               stage_bytes=A_BYTES + B_BYTES, bar_offset=t.bar_off, acc_cols=BN, cluster=cluster, producer_regs=56,
-               consumer_regs=224, mma_lag=t.lag, pingpong=PP)
+        f"_c{cluster}" if cluster > 1 else "") + ("" if BN == 256 else f"_n{BN}") + ("_pp" if PP else "") + (
+        "_sk" if SPLIT else "")
+    extra = ("scale",) if FP8 else ("splits", "ws", "sem") if SPLIT else ()
+    return lcf(name=name, args=("M", "N", "K", "tma_a", "tma_b", "tma_c") + extra,
+               inputs=inputs, stages=t.stages, scratch=t.scratch, state=dict(acc=tkn.rt("f32", 16, BN)),
+               prologue=prologue, tasks=tasks, common=tile, iters=iters, load=load, compute=compute, finish=finish,
+               teardown=teardown, cluster=cluster, producer_regs=56, consumer_regs=224, mma_lag=t.lag, pingpong=PP)
 
 
 _KERNELS = {}
@@ -170,7 +228,7 @@ _KERNELS = {}
 def kernel_for(transpose_a, transpose_b, cluster=1, t=WIDE, group_m=GROUP_M):
     """The kernel for a configuration, built once (bench/gemm_sweep.py tries others than the defaults)."""
     key = (transpose_a, transpose_b, cluster, t.bn, t.bk, t.stages, t.parts, t.buffers, t.pingpong, t.lag, t.kind,
-           group_m)
+           t.split, group_m)
     if key not in _KERNELS:
         _KERNELS[key] = _make(transpose_a, transpose_b, cluster, t, group_m)
     return _KERNELS[key]
@@ -186,17 +244,16 @@ gemm_atb_pp = kernel_for(True, False, 1, PINGPONG)
 
 
 # ------------------------------------------------------------------------------------------------ host side
-from tkn import interop  # noqa: E402
+from tkn import host  # noqa: E402
+from tkn.host import Tensor as _Tensor, torch as _torch  # noqa: E402
 from tkn.ptx import SIM  # noqa: E402
 
-_kernels = {}
-_tensormaps = {}
 
-
-def _signature(kind="bf16"):
-    """(M, N, K, the three tensor maps' device addresses[, fp8's scale])."""
+def _signature(t):
+    """(M, N, K, the three tensor maps' device addresses[, fp8's scale | split-K's splits, workspace, semaphores])."""
     from numba.cuda import types as nt
-    return (nt.int64,) * 3 + (nt.uint64,) * 3 + ((nt.float32,) if kind == "e4m3" else ())
+    extra = (nt.float32,) if t.kind == "e4m3" else (nt.int64, nt.float32[::1], nt.int32[::1]) if t.split else ()
+    return (nt.int64,) * 3 + (nt.uint64,) * 3 + extra
 
 
 # Clusters of 2 along M multicast B (TKN_GEMM_CLUSTER=2): within noise of the 1-CTA default on H100 and H200
@@ -210,12 +267,24 @@ PINGPONG_MAX_K = 0    # ping-pong tiles up to this K: none. GPU time on the H200
 
 
 def _tiles(M, N, K, sms):
-    """The widest tiles that fill at least half the SMs (1024 x 1024: 32 wide, 64 narrow, 128 narrowest)."""
+    """The widest tiles that fill at least half the SMs (1024 x 1024: 32 wide, 64 narrow, 128 narrowest); when
+    none does and K is long enough to share, split-K on wide tiles (64-row ones for M <= 64)."""
     if -(-M // BM) * -(-N // WIDE.bn) >= sms // 2:
         return PINGPONG if K <= PINGPONG_MAX_K else WIDE
+    if K >= SPLIT_MIN_K:
+        return SPLIT_M64 if M <= 64 else SPLIT_WIDE
     if -(-M // BM) * -(-N // NARROW.bn) >= sms // 2:
         return NARROW
     return NARROWEST
+
+
+SPLIT_MIN_K = 2048
+
+
+def _splits(M, N, K, sms, t):
+    """How many shares of K split-K tiles t take: enough tasks for the SMs, each at least 4 k-blocks long."""
+    tiles = -(-M // t.bm) * -(-N // t.bn)
+    return max(1, min(sms // tiles, -(-K // t.bk) // 4, 16))
 
 
 def _cluster(t):
@@ -223,95 +292,45 @@ def _cluster(t):
     return CLUSTER if t.bn == 256 and not t.pingpong and t.kind == "bf16" else 1
 
 
+def _smem_bytes(t):
+    return t.smem.launch_bytes                          # the one place the host reads the tiles' layout
+
+
 def _launcher(tr, t):
-    """The launcher for layout tr = (transpose_a, transpose_b) and tiles t."""
+    """The launch.Kernel for layouts tr = (transpose_a, transpose_b) and tiles t."""
     cl = _cluster(t)
-    k = _kernels.get((tr, cl, t))
-    if k is None:
-        from tkn.launch import Kernel
-        k = _kernels[tr, cl, t] = Kernel(kernel_for(*tr, cl, t, GROUP_M), _signature(t.kind), block=384,
-                                         smem=t.smem.launch_bytes, cluster=(cl, 1, 1) if cl > 1 else None)
-    return k
+    return host.launcher(kernel_for(*tr, cl, t, GROUP_M), _signature(t), 384, _smem_bytes(t), cl)
 
 
-def _boxes(tr, t):
-    """TMA (box, swizzle bytes) of A and B: one swizzle-wide column block, of the rows one CTA of a cluster
-    loads (tma.load_async_multicast splits B by whole column blocks where it has several, else by rows)."""
-    cl, swz, es = _cluster(t), ptx.wgmma.st_swizzle_bytes, tkn.types.ELSIZE[t.kind]
-    a = ((t.bk, swz(t.bm, es) // es), swz(t.bm, es)) if tr[0] else ((t.bm, t.bk), swz(t.bk, es))
-    if tr[1]:
-        return a, ((t.bn // cl, t.bk), swz(t.bk, es))
-    return a, ((t.bk, swz(t.bn, es) // es), swz(t.bn, es))
-
-
-def _grid(M, N, sms, t, tr):
-    """Persistent: one block per SM, or per resident cluster slot (a GPC may not hold a whole number of
-    clusters, and clusters beyond the resident ones would wait for a whole first wave)."""
+def _grid(M, N, sms, t, tr, splits=1):
     cl = _cluster(t)
-    tasks = -(-M // (t.bm * cl)) * -(-N // t.bn)
-    slots = sms // cl if cl == 1 else min(sms // cl, _launcher(tr, t).max_active_clusters())
-    return cl * min(tasks, slots)
+    return host.persistent_grid(_launcher(tr, t), -(-M // (t.bm * cl)) * -(-N // t.bn) * splits, sms, cl)
 
 
-def _tensormap(arr, box, swizzle, dtype="bfloat16"):
-    """Device copy of the tensormap of 2-D array `arr` for boxes `box`, cached by address, shape and dtype."""
-    key = (tma.device_address(arr), tuple(arr.shape), tuple(arr.strides), box, swizzle, dtype)
-    tm = _tensormaps.get(key)
-    if tm is None:
-        if len(_tensormaps) > 256:
-            _tensormaps.clear()
-        tm = _tensormaps[key] = tma.to_device(tma.tensormap_for(arr, box, swizzle, dtype=dtype))
-    return tm
-
-
-def _num_sms():
-    if SIM:
-        return 2
-    from numba import cuda
-    return cuda.get_current_device().MULTIPROCESSOR_COUNT
-
-
-def _layouts(rows, cols, s0, s1, unit):
-    """(row-major, the transpose view of a row-major cols x rows array) for a rows x cols array with strides
-    s0, s1 (in units of `unit`: the element size for bytes, 1 for elements). Sizes of 1 take any stride."""
-    return ((s1 == unit or cols == 1) and (s0 == unit * cols or rows == 1),
-            (s0 == unit or rows == 1) and (s1 == unit * rows or cols == 1))
-
-
-def _transposed(info, name):
-    """False if `info` (rows x cols, bf16) is row-major, True if it is the transpose view of a row-major
-    cols x rows array (what x.T gives); anything else is refused."""
-    (rows, cols), (s0, s1) = info.shape, info.strides
-    row_major, transposed = _layouts(rows, cols, s0, s1, 2)
-    if row_major and transposed:      # one row or one column: either; a single column is stored as one row
-        return cols == 1 and rows > 1
-    if row_major or transposed:
-        return transposed
-    raise ValueError(f"gemm: {name} must be row-major (strides ({2 * cols}, 2) bytes) or the transpose of a "
-                     f"row-major ({cols}, {rows}) array (strides (2, {2 * rows})), got strides {info.strides}; "
-                     f"copy it first (.contiguous())")
-
-
-def check_operands(a, b, dtype, who, a_contiguous=False):
-    """The checks every GEMM's a (M x K) and b (K x N) share: 2-D arrays of `dtype`, 16-byte aligned, on one
-    device, sizes agreeing. Returns (a's ArrayInfo, b's, M, N, K); errors start with `who`."""
-    ia = interop.check_array(a, "a", dtype=dtype, ndim=2, contiguous=a_contiguous, align=16)
-    ib = interop.check_array(b, "b", dtype=dtype, ndim=2, contiguous=False, align=16)
-    M, K = ia.shape
-    if ib.shape[0] != K:
-        raise ValueError(f"{who}: b has shape {tuple(ib.shape)}, but a is {M}x{K}: b needs {K} rows")
-    N = ib.shape[1]
-    if M == 0 or N == 0 or K == 0:
-        raise ValueError(f"{who}: empty problem {M}x{N}x{K}")
-    if ia.device != ib.device:
-        raise ValueError(f"{who}: a is on {ia.device} and b on {ib.device}; both must be on the same device")
-    return ia, ib, M, N, K
+def launch_for(M, N, K, tr, tiles, sms, tail=(), like=None):
+    """The host.Launch of an M x N x K product with layouts tr on tiles(M, N, K, sms); gemm_fp8's too (e4m3
+    tiles, `tail` its scale). A map's box is one swizzle-wide column block of the rows that one CTA of a cluster
+    loads (tma.load_async_multicast splits B by whole column blocks where it has several, else by rows); out
+    leaves through 64-column staging blocks. Split-K tiles take (splits, workspace, semaphores) as their tail:
+    the workspace of like's device and stream (host.workspace), one f32 partial sum per consumer warpgroup and
+    split, and one self-resetting semaphore per half-tile."""
+    t = tiles(M, N, K, sms)
+    cl = _cluster(t)
+    a = host.tile_map(t.bk, t.bm, t.kind) if tr[0] else host.tile_map(t.bm, t.bk, t.kind)
+    b = host.tile_map(t.bn // cl, t.bk, t.kind) if tr[1] else host.tile_map(t.bk, t.bn, t.kind)
+    maps = (a, b, host.tile_map(WM, 64, "bf16"))
+    splits = 1
+    if t.split:
+        splits = _splits(M, N, K, sms, t)
+        halves = -(-M // t.bm) * -(-N // t.bn) * (1 if t.pingpong else 2)
+        tail = (splits,) + host.workspace(like, halves * splits * WM * t.bn, halves)
+    return host.Launch(_launcher(tr, t), _grid(M, N, sms, t, tr, splits), (M, N, K), maps, tail)
 
 
 def _check(a, b):
     """Validate a and b; return (M, N, K, (transpose_a, transpose_b))."""
-    ia, ib, M, N, K = check_operands(a, b, "bfloat16", "gemm")
-    tr = _transposed(ia, "a"), _transposed(ib, "b")
+    ia, ib, M, N, K = host.check_matmul(a, b, "bf16", "gemm")
+    tr = host.transposed(ia, "a", "gemm"), host.transposed(ib, "b", "gemm")
     rows = {"M" if tr[0] else "K": M if tr[0] else K, "N": N}        # row lengths of a's, b's and out's storage
     if tr[1]:
         rows["K"] = K
@@ -323,98 +342,18 @@ def _check(a, b):
     return M, N, K, tr
 
 
-def _stored(x, transposed):
-    """The row-major array under operand x (x itself, or x.T for a transposed view)."""
-    return x.T if transposed else x
-
-
-def _check_out(out, M, N):
-    io = interop.check_array(out, "out", dtype="bfloat16", ndim=2, contiguous=True, align=16)
-    if tuple(io.shape) != (M, N):
-        raise ValueError(f"gemm: out has shape {tuple(io.shape)}, expected ({M}, {N})")
-
-
-_plans = {}   # torch calls: (a, b) -> _Plan and (a, b, out) -> (launch, stream getter, device); keys differ in length
+def _operands(a, b, tr):
+    return host.stored(a, tr[0]), host.stored(b, tr[1])     # the row-major arrays the tensor maps read
 
 
 def _torch_plan(a, b):
-    """Everything about a call that depends only on a's and b's addresses and layouts, for torch CUDA tensors."""
+    """Everything about a torch call that depends only on a's and b's addresses and layouts (a plan cache miss)."""
     M, N, K, tr = _check(a, b)
-    return plan_for(a, b, M, N, K, tr, _tiles)
+    return host.torch_plan(launch_for(M, N, K, tr, _tiles, host.num_sms(a), like=a), _operands(a, b, tr), (M, N))
 
 
-def plan_for(a, b, M, N, K, tr, tiles, extra=()):
-    """The _Plan of checked torch operands: tiles(M, N, K, sms) picks the tiles (their kind: the inputs'),
-    `extra` the kernel's arguments after the six (gemm_fp8's scale)."""
-    import torch
-    sms = torch.cuda.get_device_properties(a.device).multi_processor_count
-    t = tiles(M, N, K, sms)
-    es = tkn.types.ELSIZE[t.kind]
-    aop, bop = _stored(a, tr[0]), _stored(b, tr[1])
-    if es == 1:
-        aop, bop = aop.view(torch.uint8), bop.view(torch.uint8)   # fp8: the kernel takes bytes
-    tms = [torch.from_numpy(tma.encode_tensormap(t.kind, x.data_ptr(), tuple(x.shape), (es * x.shape[1], es),
-                                                 box, swz)).to(a.device)
-           for x, (box, swz) in zip((aop, bop), _boxes(tr, t))]
-    k = _launcher(tr, t).compile()
-    if k.device != a.device.index:
-        raise ValueError(f"{k.name}: a and b are on cuda:{a.device.index}, but the kernel runs on numba's current "
-                         f"device, cuda:{k.device}; select it first (numba.cuda.select_device)")
-    launch = k.prepare(_grid(M, N, sms, t, tr), M, N, K, tms[0].data_ptr(), tms[1].data_ptr(), 0, *extra)  # 0: for_out
-    launch.keep = (aop, bop, tms)                  # the tensormaps must outlive the plan
-    return _Plan(launch, (M, N), a.device.index)
-
-
-class _Plan:
-    """The launch for (a, b); for_out copies it with an output's TMA store map, so that each cached call has
-    its own parameters: a call writes no shared state and needs no lock."""
-
-    def __init__(self, launch, shape, device):
-        self.launch, self.shape, self.device = launch, shape, device
-        self.slot = launch.slot(5)
-
-    def for_out(self, out):
-        tm = _out_tensormap(out)
-        go = self.launch.with_data({self.slot: tm.data_ptr()})
-        go.keep = (self.launch.keep, tm)           # held while this call is cached
-        return go
-
-
-def _torch_call(key, a, b, out, make_plan=None):
-    """Check a torch call and cache it under `key`: its prepared launch, the stream getter and the device.
-    None when the tensors are not all on the GPU (the generic path takes those). Key entries past the 12
-    tensor reads (gemm_fp8's scale) go to make_plan(a, b, *extra) (default _torch_plan)."""
-    if not (a.is_cuda and b.is_cuda and out.is_cuda):
-        return None
-    if len(_plans) > 1024:
-        _plans.clear()
-    ab = key[:2] + key[3:5] + key[6:8] + key[9:11] + key[12:]
-    plan = _plans.get(ab)
-    if plan is None:
-        plan = _plans[ab] = (make_plan or _torch_plan)(a, b, *key[12:])
-    _check_out(out, *plan.shape)
-    if out.get_device() != plan.device:
-        raise ValueError(f"gemm: out is on cuda:{out.get_device()} and a on cuda:{plan.device}")
-    call = _plans[key] = (plan.for_out(out), interop.torch_stream_getter(), plan.device)
-    return call
-
-
-_out_maps = {}
-
-
-def _out_tensormap(out):
-    """The TMA store map of a torch output, cached by address and shape (torch's allocator hands the same
-    blocks out again, so steady-state calls hit)."""
-    key = (out.data_ptr(), out.shape, out.device)
-    tm = _out_maps.get(key)
-    if tm is None:
-        import torch
-        if len(_out_maps) > 256:
-            _out_maps.clear()
-        M, N = out.shape
-        tm = _out_maps[key] = torch.from_numpy(tma.encode_tensormap("bfloat16", out.data_ptr(), (M, N), (2 * N, 2),
-                                                                    (WM, 64), 128)).to(out.device)
-    return tm
+_plans = host.PlanCache(_torch_plan, "gemm")
+_calls = _plans.calls          # the hot path's one lookup, a plain dict
 
 
 def gemm(a, b, out=None):
@@ -435,7 +374,7 @@ def gemm(a, b, out=None):
             # devices, so they name the device too); everything else was checked when the entry was made
             key = (a.data_ptr(), b.data_ptr(), out.data_ptr(), a.shape, b.shape, out.shape, a.stride(), b.stride(),
                    out.stride(), a.dtype, b.dtype, out.dtype)
-            call = _plans.get(key) or _torch_call(key, a, b, out)
+            call = _calls.get(key) or _plans.add(key, (a, b, out))
             if call is not None:
                 launch, stream, device = call
                 launch(stream(device))
@@ -445,28 +384,8 @@ def gemm(a, b, out=None):
 
 def _gemm_generic(a, b, out):
     M, N, K, tr = _check(a, b)
-    return run_generic(a, b, out, M, N, K, tr, _tiles, "bfloat16")
-
-
-def run_generic(a, b, out, M, N, K, tr, tiles, dtype, extra=()):
-    """Any arrays (checked): device views (host data copied), tensormaps cached by address, one launch;
-    host outputs copied back. tiles and extra as plan_for's; dtype: the inputs' interop name."""
-    if out is None:
-        out = interop.empty((M, N), "bfloat16", like=a)
-    else:
-        _check_out(out, M, N)
-    da = interop.as_device_array(_stored(a, tr[0]), "a", dtype=dtype, ndim=2)
-    db = interop.as_device_array(_stored(b, tr[1]), "b", dtype=dtype, ndim=2)
-    dc = interop.as_device_array(out, "out", dtype="bfloat16", ndim=2)
-    sms = _num_sms()
-    t = tiles(M, N, K, sms)
-    (box_a, swz_a), (box_b, swz_b) = _boxes(tr, t)
-    maps = (_tensormap(da, box_a, swz_a, t.kind), _tensormap(db, box_b, swz_b, t.kind), _tensormap(dc, (WM, 64), 128))
-    maps = [tma.device_address(m) for m in maps]
-    _launcher(tr, t)(_grid(M, N, sms, t, tr), M, N, K, *maps, *extra, stream=interop.current_stream(a))
-    if dc is not out and not SIM and interop.array_info(out, "out").device == -1:
-        interop.copy_back(dc, out)
-    return interop.to_user(out, like=a)
+    return host.run_generic(launch_for(M, N, K, tr, _tiles, host.num_sms(), like=a), _operands(a, b, tr), out, (M, N),
+                            like=a, who="gemm")
 
 
 def _autograd(a, b, out):
@@ -476,49 +395,23 @@ def _autograd(a, b, out):
     return _Gemm.apply(a, b)
 
 
-def _operand(x):
-    """x if gemm takes it as it is (row-major or a transposed view, 16-byte aligned), else a row-major copy:
-    gradients arrive in any layout (expanded, sliced)."""
-    if x.data_ptr() % 16 == 0 and any(_layouts(*x.shape, *x.stride(), 1)):
-        return x
-    return x.clone(memory_format=_torch.contiguous_format)
-
-
-def _make_autograd():
-    class Gemm(_torch.autograd.Function):
-        """out = a @ b; d(a) = d(out) @ b.T, d(b) = a.T @ d(out), each one GEMM with the transposes read in place."""
-
-        @staticmethod
-        def forward(ctx, a, b):
-            ctx.save_for_backward(a, b)
-            return gemm(a, b)
-
-        @staticmethod
-        def backward(ctx, grad):
-            a, b = ctx.saved_tensors
-            grad = _operand(grad.to(_BF16))
-            da = _product_like(a, grad, b.T) if ctx.needs_input_grad[0] else None
-            db = _product_like(b, a.T, grad) if ctx.needs_input_grad[1] else None
-            return da, db
-    return Gemm
+def _backward(saved, needs, grad):
+    a, b = saved
+    grad = host.operand(grad.to(_BF16))
+    da = _product_like(a, grad, b.T) if needs[0] else None
+    db = _product_like(b, a.T, grad) if needs[1] else None
+    return da, db
 
 
 def _product_like(x, lhs, rhs):
     """lhs @ rhs, the gradient of x, stored as x is: for x = w.T (a weight used transposed), (rhs.T @ lhs.T).T,
     so that w.grad comes out row-major like w."""
-    row_major, transposed = _layouts(*x.shape, *x.stride(), 1)
+    row_major, transposed = host.layouts(*x.shape, *x.stride(), 1)
     if transposed and not row_major:
         return gemm(rhs.T, lhs.T).T
     return gemm(lhs, rhs)
 
 
-class _NoTorch:
-    pass
-
-
-try:
-    import torch as _torch
-    _Tensor, _BF16 = _torch.Tensor, _torch.bfloat16
-except ImportError:
-    _torch, _Tensor, _BF16 = None, _NoTorch, None
-_Gemm = _make_autograd() if _torch else None
+_BF16 = _torch.bfloat16 if _torch else None
+_Gemm = host.Autograd("Gemm", gemm, _backward, "out = a @ b; d(a) = d(out) @ b.T, d(b) = a.T @ d(out), each one "
+                      "GEMM with the transposes read in place.")

@@ -6,31 +6,32 @@ have no transpose), so B is stored N x K, as a weight is; a stage is 128 bytes o
 bf16's 64, so the tiles, the ring and the epilogue are unchanged. The scale multiplies the accumulator before
 the bf16 rounding.
 """
-import importlib
-
 import numpy as np
 
-G = importlib.import_module(".gemm", __package__)    # the module (the package's `gemm` is the function)
+from tkn import host
+from tkn.host import Tensor, torch
+from .gemm import BM, Tiles, kernel_for, launch_for   # a `from` import: the module, not the package's function
 
-WIDE = G.Tiles(256, 4, bk=128, kind="e4m3")
-NARROW = G.Tiles(128, 6, bk=128, kind="e4m3")
-NARROWEST = G.Tiles(64, 8, parts=1, bk=128, lag=1, kind="e4m3")
+WIDE = Tiles(256, 4, bk=128, kind="e4m3")
+NARROW = Tiles(128, 6, bk=128, kind="e4m3")
+NARROWEST = Tiles(64, 8, parts=1, bk=128, lag=1, kind="e4m3")
+TR = (False, True)                                   # A row-major, B = w.T: both K-major
 
-gemm_fp8_abt = G.kernel_for(False, True, 1, WIDE)
-gemm_fp8_abt_n64 = G.kernel_for(False, True, 1, NARROWEST)
+gemm_fp8_abt = kernel_for(*TR, 1, WIDE)
+gemm_fp8_abt_n64 = kernel_for(*TR, 1, NARROWEST)
 
 
 def _tiles(M, N, K, sms):
     """As bf16's rule: the widest tiles that fill at least half the SMs."""
-    if -(-M // G.BM) * -(-N // WIDE.bn) >= sms // 2:
+    if -(-M // BM) * -(-N // WIDE.bn) >= sms // 2:
         return WIDE
-    if -(-M // G.BM) * -(-N // NARROW.bn) >= sms // 2:
+    if -(-M // BM) * -(-N // NARROW.bn) >= sms // 2:
         return NARROW
     return NARROWEST
 
 
 def _check(a, b):
-    ia, ib, M, N, K = G.check_operands(a, b, "float8_e4m3fn", "gemm_fp8", a_contiguous=True)
+    ia, ib, M, N, K = host.check_matmul(a, b, "e4m3", "gemm_fp8", a_contiguous=True)
     if not (ib.strides[0] == 1 and (ib.strides[1] == K or N == 1)):
         raise ValueError(f"gemm_fp8: b must be the transpose view of a row-major ({N}, {K}) array (b = w.T, "
                          f"strides (1, {K}) bytes, as torch._scaled_mm takes it): fp8 wgmma reads B K-major; "
@@ -44,7 +45,11 @@ def _check(a, b):
 
 def _torch_plan(a, b, scale):
     M, N, K = _check(a, b)
-    return G.plan_for(a, b, M, N, K, (False, True), _tiles, (np.float32(scale),))
+    return host.torch_plan(launch_for(M, N, K, TR, _tiles, host.num_sms(a), (np.float32(scale),)), (a, b.T), (M, N))
+
+
+_plans = host.PlanCache(_torch_plan, "gemm_fp8")
+_calls = _plans.calls
 
 
 def gemm_fp8(a, b, scale=1.0, out=None):
@@ -53,16 +58,17 @@ def gemm_fp8(a, b, scale=1.0, out=None):
     (tkn.ptx.e4m3_bits makes them from floats). scale: a float (e.g. scale_a * scale_b of per-tensor scaling).
     Returns out (bf16, allocated like a when None). Runs on torch's current stream for torch tensors."""
     scale = float(scale)
-    if isinstance(a, G._Tensor) and isinstance(b, G._Tensor):
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
         if out is None and a.is_cuda and a.dim() == 2 and b.dim() == 2:
-            out = G._torch.empty((a.shape[0], b.shape[1]), dtype=G._BF16, device=a.device)
-        if isinstance(out, G._Tensor):        # gemm's hot path, with the scale in the key
+            out = torch.empty((a.shape[0], b.shape[1]), dtype=torch.bfloat16, device=a.device)
+        if isinstance(out, Tensor):        # gemm's hot path, with the scale in the key
             key = (a.data_ptr(), b.data_ptr(), out.data_ptr(), a.shape, b.shape, out.shape, a.stride(), b.stride(),
                    out.stride(), a.dtype, b.dtype, out.dtype, scale)
-            call = G._plans.get(key) or G._torch_call(key, a, b, out, _torch_plan)
+            call = _calls.get(key) or _plans.add(key, (a, b, out))
             if call is not None:
                 launch, stream, device = call
                 launch(stream(device))
                 return out
     M, N, K = _check(a, b)
-    return G.run_generic(a, b, out, M, N, K, (False, True), _tiles, "float8_e4m3fn", (np.float32(scale),))
+    return host.run_generic(launch_for(M, N, K, TR, _tiles, host.num_sms(), (np.float32(scale),)), (a, b.T), out,
+                            (M, N), like=a, who="gemm_fp8")

@@ -35,6 +35,7 @@ from numba.cuda import cgutils, types
 from ._asm import asm_leaf, call_asm, leaf, sim_memory
 from ._sim import SIM, block_state, thread_rank, warpgroup_gather
 from . import convert
+from .dtypes import ELSIZE
 
 _MODE = {0: 0, 128: 1, 64: 2, 32: 3}      # swizzle bytes -> descriptor mode (bits 62-63)
 _SWZ = {1: 128, 2: 64, 3: 32}
@@ -174,9 +175,6 @@ def _read_operand(desc, mn_extent, mn_major, elsize=2):
     return mem[(a - lo) // elsize]
 
 
-_ELSIZE = {"bf16": 2, "f16": 2, "e4m3": 1}
-
-
 def _as_float(bits, ab):
     with np.errstate(invalid="ignore"):  # NaN patterns convert as NaN
         if ab == "bf16":
@@ -222,7 +220,7 @@ def _operands_read():
 
 
 def _ss_twin(ab):
-    es = _ELSIZE[ab]
+    es = ELSIZE[ab]
 
     def twin(acc, n, desc_a, desc_b, scale_d, tnsp_a, tnsp_b):
         _check_common(n, tnsp_a, tnsp_b)
@@ -304,7 +302,7 @@ def _wgmma_asm(n, ab, ptx_tail, kind_scale, scale_imm, in_kinds):
     """PTX text, input kinds and ties of one wgmma: outputs $0..$(n/2-1), then in_kinds, scale-d, tied acc."""
     k = n // 2
     sreg = f"${k + len(in_kinds)}" if kind_scale == "reg" else str(scale_imm)
-    kdim = 32 // _ELSIZE[ab]
+    kdim = 32 // ELSIZE[ab]
     ptx = ("{ .reg .pred p; setp.ne.b32 p, " + sreg + ", 0; "
            f"wgmma.mma_async.sync.aligned.m64n{n}k{kdim}.f32.{ab}.{ab} " + _regs(0, k) + ", " + ptx_tail + "; }")
     kinds = list(in_kinds) + (["b32"] if kind_scale == "reg" else []) + ["f32"] * k
@@ -337,7 +335,7 @@ def _make_ss(ab):
         _check_common(nv, ta, tb)
         kind_scale, scale_imm = _scale_operand(scale_d)
         k = nv // 2
-        if _ELSIZE[ab] == 1:        # 8-bit types: K-major only, and the instruction has no transpose operands
+        if ELSIZE[ab] == 1:        # 8-bit types: K-major only, and the instruction has no transpose operands
             if ta or tb:
                 raise TypeError(f"{name}: 8-bit operands are K-major only (tnsp_a = tnsp_b = 0)")
             tail = f"${k}, ${k + 1}, p, 1, 1"

@@ -21,35 +21,35 @@ from tkn.templates import lcf
 SCALE = 3
 
 
-def build(k, stages=2):
+def build(k, stages=2, rows=64):
     @tkn.func
     def tasks(g):
-        return g[0].shape[0] * k * SCALE
+        return g.c.shape[0] * k * SCALE
 
     @tkn.func
     def iters(g, task):
         return 1
 
     @tkn.func
-    def nothing(g, smem, stage, task, it, bar):
+    def load(g, inp, task, it):
         pass
 
     @tkn.func
-    def compute(g, smem, stage, acc, task, it):
+    def compute(g, smem, inp, state, task, it):
         pass
 
     @tkn.func
-    def finish(g, smem, acc, task):
+    def finish(g, smem, state, task):
         pass
 
-    kern = lcf(name="tiny", args=("c",), tasks=tasks, iters=iters, load=nothing, compute=compute,
-               finish=finish, stages=stages, stage_bytes=0, bar_offset=0, acc_cols=16)
+    kern = lcf(name="tiny", args=("c",), tasks=tasks, iters=iters, load=load, compute=compute, finish=finish,
+               stages=stages, inputs=dict(a=tkn.st("bf16", 64, rows)), state=dict(acc=tkn.rt("f32", 16, 16)))
     c = getattr(kern, "_cache", None)       # the simulator's kernels have none
     return dict(file=inspect.getfile(kern.py_func), cache=type(c).__name__,
                 cache_dir=getattr(c, "_cache_path", None), module=kern.py_func.__module__)
 
 
-out = dict(k1=build(1), k2=build(2), k1_again=build(1), stages3=build(1, stages=3))
+out = dict(k1=build(1), k2=build(2), k1_again=build(1), stages3=build(1, stages=3), rows128=build(1, rows=128))
 SCALE = 4
 out["scale4"] = build(1)
 print(json.dumps(out))
@@ -92,7 +92,8 @@ def test_fingerprint_follows_what_the_code_depends_on(tmp_path):
     assert out["k2"]["file"] != out["k1"]["file"]              # a callback's closure constant
     assert out["scale4"]["file"] != out["k1"]["file"]          # a global a callback reads
     assert out["stages3"]["file"] != out["k1"]["file"]         # a template constant
-    assert len({v["file"] for v in out.values()}) == 4
+    assert out["rows128"]["file"] != out["k1"]["file"]         # a declared block's shape (the layout)
+    assert len({v["file"] for v in out.values()}) == 5
 
 
 @pytest.mark.parametrize("env", [{"TKN_CACHE": "0"}, {"NUMBA_ENABLE_CUDASIM": "1"}])

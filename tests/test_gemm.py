@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import tkn
+import tkn.host
 from tkn.kernels import gemm
 
 G = sys.modules["tkn.kernels.gemm"]
@@ -44,7 +45,7 @@ def test_gemm_tile_and_ragged(transpose_b, tiles, monkeypatch):
     if tkn.ptx.SIM:   # the emulator runs 384 Python threads a block: one full tile, one ragged problem
         shapes = [(128, 256, 64), (72 + 8 * int(rng.integers(0, 6)), 136, 80)]
         if tiles.pingpong:   # one block, 6 tasks: each consumer takes 3 in turn, stepping over the other's stages
-            monkeypatch.setattr(G, "_num_sms", lambda: 1)
+            monkeypatch.setattr(tkn.host, "num_sms", lambda x=None: 1)
             shapes = [(384 - 8 * int(rng.integers(0, 4)), 256, 128)]
     else:
         shapes = [(128, 256, 64), (1000, 1032, 520), (4096, 4096, 4096), (333, 8, 8)]
@@ -63,7 +64,7 @@ def test_gemm_transposed_a(transpose_b, tiles, monkeypatch):
     if tkn.ptx.SIM:
         shapes = [(128, 256, 64), (72 + 8 * int(rng.integers(0, 6)), 136, 72 + k)]
         if tiles.pingpong:
-            monkeypatch.setattr(G, "_num_sms", lambda: 1)
+            monkeypatch.setattr(tkn.host, "num_sms", lambda x=None: 1)
             shapes = [(384 - 8 * int(rng.integers(0, 4)), 256, 120 + k)]
     else:
         shapes = [(128, 256, 64), (1000, 1032, 512 + k), (4096, 4096, 4096), (336, 8, k)]
@@ -74,13 +75,13 @@ def test_gemm_transposed_a(transpose_b, tiles, monkeypatch):
 @pytest.mark.gpu_only
 @pytest.mark.parametrize("transpose_b", [False, True])
 @pytest.mark.parametrize("lag", [0, 1])
-def test_gemm_cluster_multicast(transpose_b, lag, monkeypatch):
+def test_gemm_cluster_multicast(transpose_b, lag, monkeypatch, request):
     """2-CTA clusters multicasting B (split by column blocks for a @ b, by rows for a @ w.T), either mma lag."""
     monkeypatch.setattr(G, "CLUSTER", 2)
     wide = G.Tiles(256, 4, lag=lag)
     monkeypatch.setattr(G, "_tiles", lambda M, N, K, sms: wide)
-    monkeypatch.setattr(G, "_kernels", {})
-    monkeypatch.setattr(G, "_plans", {})
+    G._plans.clear()                              # plans keep their tiles: none made for others may serve
+    request.addfinalizer(G._plans.clear)
     rng = np.random.default_rng()
     for M, N, K in [(512, 512, 256), (1000, 1032, 520), (4096, 4096, 1024), (136, 8, 8)]:
         _run(M, N, K, transpose_b, rng)
@@ -103,6 +104,22 @@ def test_gemm_rejects_bad_input():
         gemm(np.zeros((64, 60), np.uint16).T, np.zeros((64, 64), np.uint16))
 
 
+def test_gemm_autograd_host_tensors():
+    """tkn.host.Autograd with CPU torch tensors, which take the generic path in forward and backward (the
+    emulator tier's view of autograd; test_gemm_torch_autograd is the GPU's)."""
+    torch = pytest.importorskip("torch")
+    M, N, K = 72, 136, 80
+    a = torch.randn(M, K, dtype=torch.bfloat16, requires_grad=True)
+    w = torch.nn.Parameter(torch.randn(N, K, dtype=torch.bfloat16))
+    r = torch.randn(M, N, dtype=torch.float64)
+    out = gemm(a, w.T)
+    assert out.grad_fn is not None
+    (out.double() * r).sum().backward()
+    for got, ref in [(a.grad, r @ w.detach().double()), (w.grad, r.T @ a.detach().double())]:
+        assert ((got.double() - ref).norm() / ref.norm()).item() < 1e-2
+    assert w.grad.stride() == w.stride()                 # stored as w is, though it came from w.T's product
+
+
 @pytest.mark.sass
 @pytest.mark.parametrize("kernel", ["gemm_ab", "gemm_abt", "gemm_ab_c2", "gemm_abt_c2", "gemm_ab_n128",
                                     "gemm_abt_n128", "gemm_ab_n64", "gemm_ab_pp", "gemm_abt_pp", "gemm_atb",
@@ -111,7 +128,7 @@ def test_gemm_sass(kernel):
     """The Hopper GEMM is what it claims: wgmma, TMA loads, register reallocation, and no local memory."""
     import tkn.sass
     info = []
-    s = tkn.sass.sass(getattr(G, kernel), G._signature(), info=info)
+    s = tkn.sass.sass(getattr(G, kernel), G._signature(G.WIDE), info=info)
     n = tkn.sass.count(s, "HGMMA", "UTMALDG", "USETMAXREG", "LDL", "STL")
     assert n["HGMMA"] >= 4 and n["UTMALDG"] >= 2 and n["USETMAXREG"] == 2, n
     assert n["LDL"] == 0 and n["STL"] == 0, n

@@ -65,9 +65,9 @@ def test_gemm_fp8_rejects_bad_input():
 def test_gemm_fp8_sass(kernel):
     """fp8 wgmma is QGMMA in SASS (HGMMA is the 16-bit one); TMA loads, register reallocation, no local memory."""
     import tkn.sass
-    G = F.G
+    G = sys.modules["tkn.kernels.gemm"]
     info = []
-    s = tkn.sass.sass(getattr(F, kernel), G._signature("e4m3"), info=info)
+    s = tkn.sass.sass(getattr(F, kernel), G._signature(F.WIDE), info=info)
     n = tkn.sass.count(s, "QGMMA", "UTMALDG", "USETMAXREG", "LDL", "STL")
     assert n["QGMMA"] >= 4 and n["UTMALDG"] >= 2 and n["USETMAXREG"] == 2, n
     assert n["LDL"] == 0 and n["STL"] == 0, n

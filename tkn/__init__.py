@@ -12,7 +12,7 @@ if not _os.path.isdir(_os.path.join(_here, "ptx")) and _os.path.isfile(_os.path.
 from . import ptx  # noqa: E402
 from .types import (ROW, COL, ORTHO, ALIGN, rt_bf, rt_hf, rt_fl, rv_fl, col_vec, row_vec,  # noqa: E402
                     st_bf, st_hf, st_fl, st_fp8, sv_bf, sv_fl, SharedLayout, st_bytes, dynamic_shared,
-                    swizzle_bytes, gl)
+                    swizzle_bytes, gl, st, sv, rt, rv, mbarrier, nth, subtile)
 from .jit import kernel, func  # noqa: E402
 from .ops import warp, group, warpgroup  # noqa: E402
 from . import tma  # noqa: E402  (host tensormaps and the device TMA ops)

@@ -93,7 +93,7 @@ def _token(v, seen):
         return type(v).__name__ + "(" + ",".join(_token(x, seen) for x in v) + ")"
     if isinstance(v, types.ModuleType):     # its source: the library digest, or an installed package
         return "module " + v.__name__
-    if hasattr(v, "dtype") and hasattr(v, "tobytes"):     # a numpy array: numba freezes its contents
+    if hasattr(v, "dtype") and hasattr(v, "tobytes") and not isinstance(v, type):   # numba freezes its contents
         return f"array {v.dtype} {getattr(v, 'shape', ())} {hashlib.sha256(v.tobytes()).hexdigest()}"
     f = getattr(v, "py_func", v)            # a numba dispatcher: its Python function
     if isinstance(f, types.FunctionType):
@@ -117,6 +117,8 @@ def _function(f, seen):
             parts.append("<empty>")
     g = f.__globals__
     parts += [f"{n}={_token(g[n], seen)}" for n in sorted(_names(co)) if n in g]
+    if hasattr(f, "__wrapped__"):           # an op's stub: what it compiles to is its generator's code
+        parts.append(_token(f.__wrapped__, seen))
     return "\n".join(parts)
 
 

@@ -19,37 +19,19 @@ from typing import NamedTuple
 
 import numpy as np
 
-from tkn.ptx import SIM
+from tkn.ptx import SIM, dtypes
+from tkn.ptx.dtypes import dtype_name  # the one vocabulary (ptx/dtypes.py); re-exported
 
 __all__ = ["ArrayInfo", "array_info", "check_array", "as_device_array", "empty", "to_user", "copy_back",
            "current_stream", "context_missing", "dtype_name", "kernel_dtype"]
 
-_ALIASES = {"bf16": "bfloat16", "f16": "float16", "half": "float16", "fp16": "float16", "f32": "float32",
-            "float": "float32", "fp32": "float32", "f64": "float64", "double": "float64", "i8": "int8",
-            "u8": "uint8", "i16": "int16", "u16": "uint16", "i32": "int32", "int": "int32", "u32": "uint32",
-            "i64": "int64", "u64": "uint64", "bool_": "bool", "boolean": "bool"}
-
-
-def dtype_name(d):
-    """Canonical name ('bfloat16', 'float32', ...) of a dtype given as a string, numpy/torch dtype or numba type."""
-    if isinstance(d, str):
-        return _ALIASES.get(d, d)
-    s = str(d)
-    if s.startswith("torch."):
-        return _ALIASES.get(s[6:], s[6:])
-    try:
-        return np.dtype(d).name
-    except TypeError:
-        return _ALIASES.get(s, s)  # numba scalar types print as their names
-
 
 def kernel_dtype(name, bits=False):
-    """numpy dtype a kernel sees for data of dtype `name`: bf16 (and f16 with bits=True) are uint16 bits."""
+    """numpy dtype a kernel sees for data of dtype `name`: bf16 and fp8 (and f16 with bits=True) are their bits."""
     name = dtype_name(name)
-    if name == "bfloat16" or (bits and name == "float16"):
-        return np.dtype(np.uint16)
-    if name == "float8_e4m3fn":
-        return np.dtype(np.uint8)
+    k = dtypes.BY_LONG.get(name)
+    if k is not None and (k.bits is not None or (bits and k.name == "f16")):
+        return np.dtype(k.storage)
     return np.dtype(name)
 
 
@@ -140,10 +122,10 @@ def _where(device):
 def _accepted(dtype):
     """The set of canonical dtype names accepted for a requested dtype (or tuple of dtypes)."""
     names = {dtype_name(d) for d in (dtype if isinstance(dtype, (tuple, list, set, frozenset)) else (dtype,))}
-    if "bfloat16" in names:
-        names.add("uint16")  # bf16 carried as bits (numpy, cupy and numba have no bf16)
-    if "float8_e4m3fn" in names:
-        names.add("uint8")   # fp8 likewise
+    for n in list(names):       # bf16 and fp8 carried as bits (numpy, cupy and numba have neither)
+        k = dtypes.BY_LONG.get(n)
+        if k is not None and k.bits is not None:
+            names.add(np.dtype(k.bits).name)
     return names
 
 

@@ -10,27 +10,16 @@ from collections import namedtuple
 import numpy as np
 
 from tkn import interop
-from tkn.ptx import SIM
+from tkn.ptx import SIM, dtypes
 from tkn.ptx.tma import sim_encode_tensormap
 from tkn.ptx.wgmma import st_swizzle_bytes
 from tkn.ptx._asm import sim_address
 
-_ELEMS = {"bf16": ("bf16", 2), "bfloat16": ("bf16", 2), "f16": ("f16", 2), "float16": ("f16", 2),
-          "f32": ("f32", 4), "float32": ("f32", 4), "e4m3": ("e4m3", 1), "float8_e4m3fn": ("e4m3", 1)}
-
 
 def element(dtype):
-    """('bf16' | 'f16' | 'f32', size). numpy uint16/int16 mean bf16 (DESIGN.md carries bf16 as bits)."""
-    if isinstance(dtype, str) and dtype in _ELEMS:
-        return _ELEMS[dtype]
-    dt = np.dtype(dtype)
-    if dt in (np.dtype(np.uint16), np.dtype(np.int16)):
-        return "bf16", 2
-    if dt == np.dtype(np.float16):
-        return "f16", 2
-    if dt == np.dtype(np.float32):
-        return "f32", 4
-    raise TypeError(f"TMA: unsupported element type {dtype!r} (bf16, f16, f32, e4m3)")
+    """(kind, size) of a dtype in any spelling (ptx/dtypes.py); numpy uint16 / int16 mean bf16 bits, uint8 e4m3."""
+    k = dtypes.kind(dtype, "TMA")
+    return k, dtypes.ELSIZE[k]
 
 
 def _check(elsize, address, shape, strides, box, swizzle, l2_promotion):

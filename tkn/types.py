@@ -12,7 +12,7 @@ from numba.cuda.extending import intrinsic, register_model
 
 from tkn.ptx import SIM
 from tkn.ptx.wgmma import st_swizzle_bytes
-from tkn.ptx._asm import sim_address
+from tkn.ptx._asm import sim_address, sim_memory
 from tkn._op import op, expect
 
 
@@ -52,8 +52,8 @@ def _layout_name(x):
     if isinstance(x, Layout):
         return x.name
     return getattr(x, "name_", None)
-ELSIZE = {"bf16": 2, "f16": 2, "f32": 4, "e4m3": 1}
-_STORAGE_NP = {"bf16": np.uint16, "f16": np.uint16, "f32": np.float32, "e4m3": np.uint8}   # element storage
+from tkn.ptx.dtypes import ELSIZE  # noqa: E402  (the one element table: ptx/dtypes.py)
+from tkn.ptx.dtypes import STORAGE as _STORAGE_NP  # noqa: E402  (element storage)
 _POISON = {np.dtype(np.float32): np.float32(np.nan), np.dtype(np.uint32): np.uint32(0x7FC17FC1),
            np.dtype(np.uint16): np.uint16(0x7FC1)}
 
@@ -301,7 +301,8 @@ def _view_intrinsic(spec):
         def codegen(context, builder, sig, args):
             base = make_array(sig.args[0])(context, builder, args[0])
             off = context.cast(builder, args[1], sig.args[1], nt.intp)
-            ptr = builder.gep(base.data, [off])
+            data = builder.bitcast(base.data, context.get_data_type(nt.uint8).as_pointer())
+            ptr = builder.gep(data, [off])              # a byte offset, from bytes or from another tile
             ptr = builder.bitcast(ptr, context.get_data_type(ty.dtype).as_pointer())
             out = make_array(ty)(context, builder)
             itemsize = context.get_constant(nt.intp, context.get_abi_sizeof(context.get_data_type(ty.dtype)))
@@ -376,3 +377,177 @@ def gl(x, name="array", dtype=None):
     if d.ndim > 4:
         raise ValueError(f"tkn.gl: argument '{name}' has {d.ndim} dimensions; a global layout has at most 4")
     return d.reshape((1,) * (4 - d.ndim) + tuple(d.shape))
+
+
+# ------------------------------------------------------------------------------------------ declarations
+# A kernel declares its shared blocks and register state with these (host side); a template lays them out and
+# builds, inside the kernel, a namedtuple of views / tiles by name (state.o, inp.k, smem.q).
+class Decl:
+    """A declared tile: shared (st, sv: `count` consecutive ones), register (rt, rv) or an mbarrier."""
+
+    def __init__(self, role, kind, rows, cols=1, layout=None, count=1, arrivals=1):
+        self.role, self.kind, self.rows, self.cols, self.layout, self.count = role, kind, rows, cols, layout, count
+        self.arrivals = arrivals
+        if role == "st":
+            _check_dims("st", rows, cols)
+            swizzle_bytes(kind, cols)
+        elif role in ("rt", "rv"):
+            Decl._make(self)                # checks the shape now, not at the kernel's compile
+
+    @property
+    def nbytes(self):
+        """Bytes of one block (shared roles)."""
+        if self.role == "bar":
+            return 8
+        return self.rows * self.cols * ELSIZE[self.kind]
+
+    def __repr__(self):
+        if self.role == "bar":
+            return f"mbarrier(count={self.count}, arrivals={self.arrivals})"
+        shape = f"{self.rows}, {self.cols}" if self.role in ("st", "rt") else f"{self.rows}"
+        extra = (f", {self.layout}" if self.layout else "") + (f", count={self.count}" if self.count > 1 else "")
+        return f"{self.role}({self.kind!r}, {shape}{extra})"
+
+    def _make(self):
+        """The kernel expression that allocates this register tile."""
+        if self.role == "rt":
+            _check_dims("rt", self.rows, self.cols)
+            return f"rt_{_SHORT[self.kind]}({self.rows}, {self.cols}, {self.layout.upper()})"
+        if self.kind != "f32" or self.rows % 16 or self.layout not in ("ortho", "align"):
+            raise TypeError(f"tkn.rv: an f32 vector of a multiple of 16, ORTHO or ALIGN; got {self!r}")
+        return f"rv_fl({self.rows}, {self.layout.upper()})"
+
+    def _view(self, offset):
+        """The kernel expression that views this shared block at byte `offset` (an expression) of `smem`."""
+        if self.role == "bar":
+            return f"_saddr(smem, {offset})"
+        cols = f", {self.cols}" if self.role == "st" else ""
+        return f"{self.role}_{_SHORT[self.kind]}(smem, {offset}, {self.rows}{cols})"
+
+
+def st(kind, rows, cols, count=1):
+    """Declares a shared tile (`count` consecutive ones: tkn.nth picks one)."""
+    return Decl("st", kind, rows, cols, count=count)
+
+
+def sv(kind, length, count=1):
+    """Declares a shared vector."""
+    return Decl("sv", kind, length, count=count)
+
+
+def rt(kind, rows, cols, layout=ROW):
+    """Declares a register tile of consumer state."""
+    return Decl("rt", kind, rows, cols, layout=_layout_name(layout))
+
+
+def rv(length, layout):
+    """Declares an f32 register vector of consumer state (tkn.ORTHO: one value per row of a row tile)."""
+    return Decl("rv", "f32", length, layout=_layout_name(layout))
+
+
+def mbarrier(count=1, arrivals=1):
+    """Declares `count` mbarriers in shared memory, each expecting `arrivals` arrivals a phase; the view is
+    the first one's shared address (the i-th is at + 8 * i)."""
+    return Decl("bar", "b64", count, count=count, arrivals=arrivals)
+
+
+def struct(name, params, fields):
+    """An inline op `name(*params)` that builds, in the calling kernel, a namedtuple `name` whose fields are the
+    kernel expressions `fields` (name -> source, over `params`). Register tiles must be built in the function
+    that keeps them (numba will not return a local array), hence an inline op rather than a device function.
+    Returns (the namedtuple class, the op)."""
+    import collections
+    cls = collections.namedtuple(name, list(fields))
+    ps = ", ".join(params)
+    src = (f"def {name}({ps}):\n"
+           f"    return lambda {ps}: {name}_t({', '.join(fields.values())})\n")
+    ns = {f"{name}_t": cls, "_saddr": _saddr, "ROW": ROW, "COL": COL, "ORTHO": ORTHO, "ALIGN": ALIGN}
+    ns.update({n: globals()[n] for n in ("rt_bf", "rt_hf", "rt_fl", "rv_fl", "st_bf", "st_hf", "st_fl",
+                                         "st_fp8", "sv_bf", "sv_fl")})
+    exec(compile(src, f"<tkn.struct {name}>", "exec"), ns)
+    return cls, op(inline=True)(ns[name])
+
+
+class Plan:
+    """Shared memory laid out from named groups of declarations. Each group is ("name", {field: Decl},
+    repeats): a block of a group that repeats (a ring of stages) is `repeats` copies, back to back; `view(group,
+    params, index)` builds the op that views one repeat. Barriers go last, 8-byte aligned."""
+
+    def __init__(self, groups):
+        self.layout = SharedLayout()
+        self.offsets, self.groups = {}, {}
+        bars = []
+        for gname, fields, repeats in groups:
+            self.groups[gname] = (fields, repeats)
+            for f, d in fields.items():
+                if d.role == "bar":
+                    bars.append((gname, f, d, repeats))
+                    continue
+                self.offsets[gname, f] = self.layout.alloc(d.nbytes, d.count * repeats)
+        for gname, f, d, repeats in bars:
+            self.offsets[gname, f] = self.layout.alloc(8, d.count * repeats, align=8)
+
+    def view(self, gname, name, params=("smem",), index=None, extra=None):
+        """The struct op over group `gname`'s blocks, each at its offset (+ index * its size, for a ring), plus
+        `extra` fields (name -> expression)."""
+        fields, _ = self.groups[gname]
+        exprs = {}
+        for f, d in fields.items():
+            off = str(self.offsets[gname, f])
+            if index is not None:
+                off += f" + {index} * {d.nbytes * d.count}"
+            exprs[f] = d._view(off)
+        exprs.update(extra or {})
+        return struct(name, params, exprs)
+
+    def __repr__(self):
+        return repr({k: (v, self.groups[k[0]][0][k[1]]) for k, v in self.offsets.items()})
+
+    @property
+    def launch_bytes(self):
+        return self.layout.launch_bytes
+
+
+def _view_at_impl(spec):
+    """An op body viewing a tile of `spec` at a byte offset from tile t."""
+    if SIM:
+        n = spec[2] * spec[3] if spec[0] == "st" else spec[2]
+
+        def at(t, off):
+            raw = sim_memory(sim_address(t, 0) + int(off), _STORAGE_NP[spec[1]], n)
+            return _sim_tile(raw, spec)
+        return at
+    return _view_intrinsic(spec)
+
+
+@op(inline=True)
+def nth(t, i):
+    """The i-th of the `count` consecutive shared tiles a declaration made (t: the first)."""
+    expect(getattr(t, "role", None) in ("st", "sv"), "nth", "t", "a shared tile or vector", t)
+    at = _view_at_impl(t.spec)
+    size = (t.rows * t.cols if t.role == "st" else t.rows) * ELSIZE[t.kind]
+    return lambda t, i: at(t, i * size)
+
+
+@op(inline=True)
+def subtile(t, rows, cols, i):
+    """The i-th rows x cols part of shared tile t that is contiguous in its swizzled layout: a block of rows of
+    a tile one swizzle-width wide (A's 64-row half), or a block of whole column blocks (A^T's)."""
+    expect(getattr(t, "role", None) == "st", "subtile", "t", "a shared tile", t)
+    r, c = _literal(rows), _literal(cols)
+    if not isinstance(r, int) or not isinstance(c, int):
+        return None
+    s = t.swizzle
+    w = s // ELSIZE[t.kind]
+    if c == t.cols and t.cols == w and t.rows % r == 0 and (r * s) % 1024 == 0:
+        step = r * s                                  # rows r*i .. r*(i+1)
+    elif r == t.rows and c % w == 0 and t.cols % c == 0:
+        step = t.rows * s * (c // w)                  # column blocks (c/w)*i ..
+    else:
+        raise TypeError(f"tkn.subtile: a {r}x{c} part of {t.describe()} is not contiguous in its swizzled layout")
+    _check_dims("subtile", r, c)
+    if swizzle_bytes(t.kind, c) != s:
+        raise TypeError(f"tkn.subtile: a {r}x{c} part of {t.describe()} would have another swizzle width")
+    spec = ("st", t.kind, r, c, None)
+    at = _view_at_impl(spec)
+    return lambda t, rows, cols, i: at(t, i * step)

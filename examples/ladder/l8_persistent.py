@@ -7,14 +7,11 @@ Grouped order: tiles go down the columns of groups of 16 tile-rows, so the ~132 
 16 row-strips of A and ~8 column-strips of B, which stay in L2; in level 7's row-major order the tiles in
 flight span whole rows of C, so each wave needs all of B.
 """
-import importlib
-
 from ladder_common import main, run as _run
 from tkn.kernels import gemm
+from tkn.kernels.gemm import WIDE, _signature, gemm_ab as kernel   # the module, through sys.modules
 
-_G = importlib.import_module("tkn.kernels.gemm")
-kernel = _G.gemm_ab
-SIGNATURE = _G._signature()
+SIGNATURE = _signature(WIDE)
 
 
 def launch(c, a, b):

@@ -9,7 +9,7 @@ from numba import cuda
 from numba.cuda import types as nt
 
 import tkn
-from tkn import interop, ptx, tma
+from tkn import host, ptx
 
 SIGNATURE = (nt.uint16[:, ::1],) * 3               # c, a, b: bf16 bits, row-major
 TMA_SIGNATURE = SIGNATURE + (nt.uint8[::1],) * 2   # ... and the tensor maps of a and b
@@ -27,21 +27,10 @@ def f32_to_bf16(x):
     return np.uint16(ptx.pack_bf16x2(x, x) & 0xFFFF)
 
 
-_tensormaps = {}
-
-
 def tensormap(x, box):
     """Device copy of the TMA tensor map of 2-D bf16 array x (torch, numba; device or simulated) for boxes
-    `box` with the 128-byte swizzle, cached by address and shape (a tensor map holds the address)."""
-    info = interop.array_info(x, "x")
-    key = (info.ptr, tuple(info.shape), tuple(info.strides), tuple(box))
-    tm = _tensormaps.get(key)
-    if tm is None:
-        if len(_tensormaps) > 64:
-            _tensormaps.clear()
-        tm = _tensormaps[key] = tma.to_device(tma.encode_tensormap("bfloat16", info.ptr, info.shape,
-                                                                   info.strides, box, 128))
-    return tm
+    `box` with the 128-byte swizzle, from tkn.host's cache (a tensor map holds the address)."""
+    return host.tensormap(x, box, 128, "bf16").buf
 
 
 def run(launch, M, N, K, seed=None):

@@ -323,7 +323,7 @@ def _reduce_op(name, f, along_rows):
         nslots = 2 if ortho else 4
 
         @func
-        def reduce(dst, src):
+        def reduce(dst, src, accum):
             outer = src.shape[0] if along_rows else src.shape[1]
             inner = src.shape[1] if along_rows else src.shape[0]
             for v in range(outer):
@@ -342,17 +342,12 @@ def _reduce_op(name, f, along_rows):
                                         acc = val
                                     else:
                                         acc = f(acc, val)
-                    dst[v, s] = _quad_reduce(acc, f, ortho)
+                    r = _quad_reduce(acc, f, ortho)
+                    if has_accum:                  # read accum[v, s] before writing it: dst may be accum
+                        r = f(r, accum[v, s])
+                    dst[v, s] = r
 
-        if not has_accum:
-            return lambda dst, src, accum=None: reduce(dst, src)
-
-        def impl(dst, src, accum=None):
-            reduce(dst, src)
-            for v in range(dst.shape[0]):
-                for s in range(dst.shape[1]):
-                    dst[v, s] = f(dst[v, s], accum[v, s])
-        return impl
+        return lambda dst, src, accum=None: reduce(dst, src, accum)
     axis = "row" if along_rows else "column"
     gen.__doc__ = (f"dst[{axis}] = {name.split('_')[1]} over each {axis} of src (a "
                    f"{'col_vec' if along_rows else 'row_vec'}); with accum, combined with accum too.")

@@ -1,2 +1,2 @@
 """Block templates: load-compute-finish (lcf) and load-compute-store-finish (lcsf)."""
-from .lcf import lcf, lcsf  # noqa: F401
+from .lcf import lcf, lcsf, lcf_plan, release  # noqa: F401
