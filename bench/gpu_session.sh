@@ -20,6 +20,9 @@ for phase in "$@"; do
   sweep)
     python bench/gemm_sweep.py > "$OUT/sweep.txt" 2>&1
     ;;
+  splitk)
+    timeout 300 python bench/gemm_splitk.py > "$OUT/splitk.txt" 2>&1
+    ;;
   template)   # the stateful-template kernels' GPU tests, then the GEMM before (.old: the last landed tree, when
               # carried) and after in one run, and the split-K sweep
     python bench/gemm.py --quick gemm_new > "$OUT/gemm_new.txt" 2>&1

@@ -75,7 +75,7 @@ def _make(transpose_a, transpose_b, cluster, t=WIDE, group_m=GROUP_M):
     PENDING = NBUF - 1                                 # stores that may still read staging tiles we won't touch
     SPLIT = t.split
     ACC_BLOCKS = BN // 16                              # the accumulator's 16 x 16 blocks, 8 f32 each a thread
-    SLOT = 128 * 8 * ACC_BLOCKS                        # one consumer warpgroup's partial, in floats
+    SLOT = 128 * 8 * ACC_BLOCKS                        # one consumer warpgroup's sum, in floats
     FP8 = t.kind == "e4m3"                             # fp8 in, scaled by the kernel's last argument
     a_rows, a_cols = (BK, TM) if transpose_a else (TM, BK)
     b_rows, b_cols = (BN, BK) if transpose_b else (BK, BN)
@@ -170,16 +170,21 @@ def _make(transpose_a, transpose_b, cluster, t=WIDE, group_m=GROUP_M):
 
     @tkn.func
     def last_split(g, state, where):
-        """Split-K fix-up: each consumer warpgroup writes its partial sum to the workspace (in fragment order:
-        thread t's value e at e * 128 + t, so every store and load is coalesced) and counts itself in on its
-        half-tile's semaphore; the last of the splits adds the others' partials to its own and stores the tile
-        (and resets the semaphore for the next launch)."""
-        s, n, w, t = where[4], where[5], wg.groupid(), wg.laneid()
+        """Split-K fix-up: each consumer warpgroup adds its partial sum into its half-tile's f32 slot of the
+        workspace (red.add, in fragment order: thread t's floats 4q..4q+3 at (q * 128 + t) * 16 bytes, so every
+        access is 512 contiguous bytes a warp) and counts itself in on the half-tile's semaphore. The last of
+        the splits takes the sum as its accumulator, zeroes the slot and the semaphore for the next launch, and
+        stores the tile."""
+        n, w, t = where[5], wg.groupid(), wg.laneid()
         if g.splits == 1:
             return True
         half = n if PP else n * 2 + w                  # ping-pong: one consumer has the whole (64-row) tile
-        spill(g.ws, (half * g.splits + s) * SLOT, t, state.acc)
-        cuda.threadfence()                              # our partial is visible before we are counted
+        slot = ptx.global_address(g.ws, half * SLOT) + 16 * t
+        for q in range(ACC_BLOCKS * 2):
+            j, e = q // 2, 4 * (q % 2)
+            ptx.red_add_v4_f32(slot + 2048 * q, state.acc[0, j, e], state.acc[0, j, e + 1], state.acc[0, j, e + 2],
+                               state.acc[0, j, e + 3])
+        cuda.threadfence()                              # our adds are done before we are counted
         wg.sync(1 + w)
         flag = cuda.shared.array(2, np.int32)
         if t == 0:
@@ -187,25 +192,17 @@ def _make(transpose_a, transpose_b, cluster, t=WIDE, group_m=GROUP_M):
         wg.sync(1 + w)
         if flag[w] != g.splits - 1:
             return False
-        cuda.threadfence()                              # the others' partials, counted in before us, are visible
-        for o in range(g.splits):
-            if o != s:
-                gather(g.ws, (half * g.splits + o) * SLOT, t, state.acc)
+        cuda.threadfence()                              # the others' adds, counted in before us, are visible
+        for q in range(ACC_BLOCKS * 2):
+            j, e = q // 2, 4 * (q % 2)
+            x0, x1, x2, x3 = ptx.ld_global_v4_f32(slot + 2048 * q)
+            state.acc[0, j, e], state.acc[0, j, e + 1], state.acc[0, j, e + 2], state.acc[0, j, e + 3] = x0, x1, x2, x3
+        z = np.float32(0)
+        for q in range(ACC_BLOCKS * 2):
+            ptx.st_global_v4_f32(slot + 2048 * q, z, z, z, z)
         if t == 0:
             g.sem[half] = 0
         return True
-
-    @tkn.func
-    def spill(ws, base, t, acc):
-        for j in range(ACC_BLOCKS):
-            for e in range(8):
-                ws[base + (j * 8 + e) * 128 + t] = acc[0, j, e]
-
-    @tkn.func
-    def gather(ws, base, t, acc):
-        for j in range(ACC_BLOCKS):
-            for e in range(8):
-                acc[0, j, e] += ws[base + (j * 8 + e) * 128 + t]
 
     @tkn.func
     def teardown(g, smem):
@@ -312,8 +309,8 @@ def launch_for(M, N, K, tr, tiles, sms, tail=(), like=None):
     tiles, `tail` its scale). A map's box is one swizzle-wide column block of the rows that one CTA of a cluster
     loads (tma.load_async_multicast splits B by whole column blocks where it has several, else by rows); out
     leaves through 64-column staging blocks. Split-K tiles take (splits, workspace, semaphores) as their tail:
-    the workspace of like's device and stream (host.workspace), one f32 partial sum per consumer warpgroup and
-    split, and one self-resetting semaphore per half-tile."""
+    the workspace of like's device and stream (host.workspace): an f32 sum and a semaphore per half-tile, which
+    the kernel leaves at zero."""
     t = tiles(M, N, K, sms)
     cl = _cluster(t)
     a = host.tile_map(t.bk, t.bm, t.kind) if tr[0] else host.tile_map(t.bm, t.bk, t.kind)
@@ -323,7 +320,7 @@ def launch_for(M, N, K, tr, tiles, sms, tail=(), like=None):
     if t.split:
         splits = _splits(M, N, K, sms, t)
         halves = -(-M // t.bm) * -(-N // t.bn) * (1 if t.pingpong else 2)
-        tail = (splits,) + host.workspace(like, halves * splits * WM * t.bn, halves)
+        tail = (splits,) + host.workspace(like, halves * WM * t.bn, halves)
     return host.Launch(_launcher(tr, t), _grid(M, N, sms, t, tr, splits), (M, N, K), maps, tail)
 
 

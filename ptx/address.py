@@ -64,3 +64,39 @@ from ._asm import asm_leaf  # noqa: E402
 st_global_b32 = asm_leaf(
     "st_global_b32", "st.global.b32 [$0], $1;", ins=("b64", "b32"), memory=True, volatile=True,
     twin=_st_global_b32_twin, doc="One 4-byte store to global memory (generic address, 4-byte aligned).")
+
+
+# Vector global memory ops (16-byte aligned generic addresses): split-K's partial sums.
+def _sim_f32x4(addr):
+    from ._asm import sim_memory
+    return sim_memory(addr, np.float32, 4)
+
+
+_red_lock = __import__("threading").Lock()
+
+
+def _red_add_v4_f32_twin(addr, a, b, c, d):
+    with _red_lock:                       # an atomic read-modify-write: simulated threads run concurrently
+        _sim_f32x4(addr)[:] += np.array([a, b, c, d], np.float32)
+
+
+def _ld_v4_f32_twin(addr):
+    return tuple(np.float32(x) for x in _sim_f32x4(addr))
+
+
+def _st_v4_f32_twin(addr, a, b, c, d):
+    _sim_f32x4(addr)[:] = np.array([a, b, c, d], np.float32)
+
+
+import numpy as np  # noqa: E402
+
+red_add_v4_f32 = asm_leaf(
+    "red_add_v4_f32", "red.global.add.v4.f32 [$0], {$1, $2, $3, $4};", ins=("b64",) + ("f32",) * 4, memory=True,
+    volatile=True, twin=_red_add_v4_f32_twin,
+    doc="Atomically add four floats to global memory at addr (relaxed, gpu scope; sm_90), returning nothing.")
+ld_global_v4_f32 = asm_leaf(
+    "ld_global_v4_f32", "ld.global.v4.f32 {$0, $1, $2, $3}, [$4];", outs=("f32",) * 4, ins=("b64",), memory=True,
+    volatile=True, twin=_ld_v4_f32_twin, doc="Four floats from global memory at addr.")
+st_global_v4_f32 = asm_leaf(
+    "st_global_v4_f32", "st.global.v4.f32 [$0], {$1, $2, $3, $4};", ins=("b64",) + ("f32",) * 4, memory=True,
+    volatile=True, twin=_st_v4_f32_twin, doc="Four floats to global memory at addr.")

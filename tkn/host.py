@@ -101,8 +101,8 @@ _workspaces = {}
 
 
 def workspace(like, floats, ints):
-    """(f32[floats], int32[ints] of zeros) on like's device, for kernels on like's stream (split-K's partial sums
-    and semaphores): one pair per device and stream, grown when a call needs more. Kernels leave the ints at zero.
+    """(f32[floats], int32[ints] of zeros) on like's device, for kernels on like's stream (split-K's sums and
+    semaphores): one pair per device and stream, grown when a call needs more. Kernels leave both at zero.
     torch tensors for torch arrays, else numba device arrays."""
     fw = "torch" if isinstance(like, Tensor) else "numba"
     dev = like.get_device() if fw == "torch" else (-1 if SIM else _numba_device())
@@ -111,12 +111,12 @@ def workspace(like, floats, ints):
     if have is None or have[0].shape[0] < floats or have[1].shape[0] < ints:
         floats, ints = max(floats, have[0].shape[0] if have else 0), max(ints, have[1].shape[0] if have else 0)
         if fw == "torch":
-            have = (torch.empty(floats, dtype=torch.float32, device=like.device),
+            have = (torch.zeros(floats, dtype=torch.float32, device=like.device),
                     torch.zeros(ints, dtype=torch.int32, device=like.device))
         else:
             import numpy as np
             from numba import cuda
-            have = (cuda.device_array(floats, np.float32), cuda.to_device(np.zeros(ints, np.int32)))
+            have = (cuda.to_device(np.zeros(floats, np.float32)), cuda.to_device(np.zeros(ints, np.int32)))
         _workspaces[key] = have
     return have
 
