@@ -20,6 +20,10 @@ for phase in "$@"; do
   sweep)
     python bench/gemm_sweep.py > "$OUT/sweep.txt" 2>&1
     ;;
+  results)   # the committed result files of this session: GEMM (with the split-K rows) and fp8 GEMM
+    python bench/gemm.py > "$OUT/gemm.txt" 2>&1
+    python bench/gemm_fp8.py > "$OUT/gemm_fp8.txt" 2>&1
+    ;;
   splitk)
     timeout 300 python bench/gemm_splitk.py > "$OUT/splitk.txt" 2>&1
     ;;

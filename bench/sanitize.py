@@ -24,7 +24,7 @@ worst = 0.0
 full_grid = G._grid
 G._grid = lambda *args: min(full_grid(*args), 2 * G.CLUSTER)
 for t, cluster in [(G.WIDE, 1), (G.WIDE, 2), (G.Tiles(256, 4, parts=4), 1), (G.NARROW, 1), (G.NARROWEST, 1),
-                   (G.PINGPONG, 1), (G.PINGPONG, 2)]:
+                   (G.PINGPONG, 1), (G.PINGPONG, 2), (G.SPLIT_WIDE, 1), (G.SPLIT_NARROW, 1), (G.SPLIT_M64, 1)]:
     G._tiles = lambda M, N, K, sms: t
     G.CLUSTER = cluster
     G._plans.clear()
@@ -74,4 +74,19 @@ for t in (F.WIDE, F.NARROWEST):                     # fp8: e4m3 tiles, k32 wgmma
             e = np.linalg.norm(out.double().cpu().numpy() - ref) / np.linalg.norm(ref)
             worst = max(worst, e if e == e else np.inf)
         print("hopper gemm_fp8 (torch)", t, M, N, K, f"{e:.1e}")
+# the stateful templates: attention on manual release and a Q barrier, the stateful LCF test kernel
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+from attention_fwd_minimal import attention_fwd  # noqa: E402
+q, k, v = (bits(rng.standard_normal((1, 2, 256, 64))) for _ in range(3))
+qf, kf, vf = (flt(x).astype(np.float64) for x in (q, k, v))
+s = qf @ kf.transpose(0, 1, 3, 2) / 8.0
+p = np.exp(s - s.max(-1, keepdims=True))
+ref = (p / p.sum(-1, keepdims=True)) @ vf
+e = np.linalg.norm(flt(attention_fwd(q, k, v, blocks=2)) - ref) / np.linalg.norm(ref)
+worst = max(worst, e if e == e else np.inf)
+print("attention_fwd_minimal", f"{e:.1e}")
+import test_templates  # noqa: E402
+test_templates.test_state_setup_and_manual_release()
+test_templates.test_lcsf_gemm_numerics()
+print("stateful / lcsf templates passed")
 print("SANITIZE RUN", "PASSED" if worst < 1e-2 else "FAILED", f"worst rel err {worst:.1e}")

@@ -264,24 +264,30 @@ PINGPONG_MAX_K = 0    # ping-pong tiles up to this K: none. GPU time on the H200
 
 
 def _tiles(M, N, K, sms):
-    """The widest tiles that fill at least half the SMs (1024 x 1024: 32 wide, 64 narrow, 128 narrowest); when
-    none does and K is long enough to share, split-K on wide tiles (64-row ones for M <= 64)."""
+    """The widest tiles that fill at least half the SMs (1024 x 1024: 32 wide, 64 narrow, 128 narrowest). Else
+    split-K where it measured faster (GPU time on the H200, bench/results/gemm_splitk.json): 64-row tiles for
+    M <= 64 (32 x 8192 x 8192: 0.80x cuBLAS against 0.52x unsplit), 128 x 128 tiles where even the narrowest
+    leave SMs idle on a long K (128 x 4096 x 14336: 0.90x against 0.71x). Where 128 x 64 tiles fill the SMs
+    they win (1024^3, 128 x 8192 x 8192): every split measured slower there."""
     if -(-M // BM) * -(-N // WIDE.bn) >= sms // 2:
         return PINGPONG if K <= PINGPONG_MAX_K else WIDE
-    if K >= SPLIT_MIN_K:
-        return SPLIT_M64 if M <= 64 else SPLIT_WIDE
+    if M <= 64 and K >= SPLIT_MIN_K:
+        return SPLIT_M64
     if -(-M // BM) * -(-N // NARROW.bn) >= sms // 2:
         return NARROW
-    return NARROWEST
+    if -(-M // BM) * -(-N // NARROWEST.bn) >= 0.9 * sms or K < 4 * SPLIT_MIN_K:
+        return NARROWEST
+    return SPLIT_NARROW
 
 
 SPLIT_MIN_K = 2048
 
 
 def _splits(M, N, K, sms, t):
-    """How many shares of K split-K tiles t take: enough tasks for the SMs, each at least 4 k-blocks long."""
+    """How many shares of K split-K tiles t take: enough tasks for the SMs, at most 4 (more measured slower),
+    each at least 4 k-blocks long."""
     tiles = -(-M // t.bm) * -(-N // t.bn)
-    return max(1, min(sms // tiles, -(-K // t.bk) // 4, 16))
+    return max(1, min(sms // tiles, -(-K // t.bk) // 4, 4))
 
 
 def _cluster(t):
