@@ -1,4 +1,8 @@
-"""Addresses of array elements, as PTX instructions want them."""
+"""Addresses of array elements, as PTX instructions want them, and the global loads, stores and reductions
+that take such addresses."""
+import threading
+
+import numpy as np
 from llvmlite import ir
 from numba.cuda import cgutils, types
 
@@ -55,7 +59,6 @@ def global_address(typingctx, arr, index):
 
 def _st_global_b32_twin(addr, v):
     from ._asm import sim_memory
-    import numpy as np
     sim_memory(addr, np.uint32, 1)[0] = np.uint32(int(v) & 0xFFFFFFFF)
 
 
@@ -72,7 +75,7 @@ def _sim_f32x4(addr):
     return sim_memory(addr, np.float32, 4)
 
 
-_red_lock = __import__("threading").Lock()
+_red_lock = threading.Lock()
 
 
 def _red_add_v4_f32_twin(addr, a, b, c, d):
@@ -87,8 +90,6 @@ def _ld_v4_f32_twin(addr):
 def _st_v4_f32_twin(addr, a, b, c, d):
     _sim_f32x4(addr)[:] = np.array([a, b, c, d], np.float32)
 
-
-import numpy as np  # noqa: E402
 
 red_add_v4_f32 = asm_leaf(
     "red_add_v4_f32", "red.global.add.v4.f32 [$0], {$1, $2, $3, $4};", ins=("b64",) + ("f32",) * 4, memory=True,

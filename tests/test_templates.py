@@ -117,6 +117,9 @@ def test_declared_layout():
 def test_bad_declarations():
     with pytest.raises(TypeError, match="multiples of 16"):
         tkn.st("bf16", 100, 64)
+    assert tkn.st("bfloat16", 64, 64).kind == "bf16"          # one dtype vocabulary, any spelling
+    with pytest.raises(TypeError, match="tkn.st: unsupported element type 'int8'"):
+        tkn.st("int8", 64, 64)
     with pytest.raises(TypeError, match="ORTHO or ALIGN"):
         tkn.rv(16, tkn.ROW)
     with pytest.raises(ValueError, match="release must be"):

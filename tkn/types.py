@@ -52,7 +52,7 @@ def _layout_name(x):
     if isinstance(x, Layout):
         return x.name
     return getattr(x, "name_", None)
-from tkn.ptx.dtypes import ELSIZE  # noqa: E402  (the one element table: ptx/dtypes.py)
+from tkn.ptx.dtypes import ELSIZE, kind as _kind  # noqa: E402  (the one element table: ptx/dtypes.py)
 from tkn.ptx.dtypes import STORAGE as _STORAGE_NP  # noqa: E402  (element storage)
 _POISON = {np.dtype(np.float32): np.float32(np.nan), np.dtype(np.uint32): np.uint32(0x7FC17FC1),
            np.dtype(np.uint16): np.uint16(0x7FC1)}
@@ -386,6 +386,8 @@ class Decl:
     """A declared tile: shared (st, sv: `count` consecutive ones), register (rt, rv) or an mbarrier."""
 
     def __init__(self, role, kind, rows, cols=1, layout=None, count=1, arrivals=1):
+        if role != "bar":
+            kind = _kind(kind, f"tkn.{role}")        # any spelling: "bf16", "bfloat16", a numpy / torch dtype
         self.role, self.kind, self.rows, self.cols, self.layout, self.count = role, kind, rows, cols, layout, count
         self.arrivals = arrivals
         if role == "st":
