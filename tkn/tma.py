@@ -145,6 +145,6 @@ def st_byte_offset(r, c, rows, cols, elsize):
 
 
 # The device side, so kernels write tkn.tma.load_async(...) as TK writes tma::load_async(...).
-from tkn.ops.tma import (load_async, load_async_multicast, store_async, store_add_async, store_commit,  # noqa: E402,F401
+from tkn.ops.tma import (load_async, load_rows_async, load_async_multicast, store_async, store_add_async, store_commit,  # noqa: E402,F401
                          store_async_read_wait, store_async_wait, expect_bytes, tile_bytes, fence_proxy_async,
                          prefetch_tensormap, init_semaphore, arrive, wait)

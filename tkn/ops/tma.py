@@ -59,6 +59,21 @@ def load_async(dst, tmap, coord, bar):
 
 
 @op
+def load_rows_async(dst, tmap, coord, bar):
+    """TMA-load the tile whose first row is `coord` = (b, h, row) of a 4-D map (b, h, rows, cols): `row` counts
+    elements, not tiles (packed sequences start anywhere). Out-of-bounds elements arrive as zeros."""
+    _check("tma.load_rows_async", dst, (0, 0))
+    nbox, w, box_bytes = _boxes(dst)
+
+    def impl(dst, tmap, coord, bar):
+        base = ptx.shared_address(dst, 0)
+        t = map_address(tmap)
+        for i in range(nbox):
+            ptx.tma_load_4d(base + i * box_bytes, t, bar, i * w, coord[2], coord[1], coord[0])
+    return impl
+
+
+@op
 def load_async_multicast(dst, tmap, coord, bar, mask, part, parts):
     """Cluster load: this CTA loads part `part` of `parts` equal parts of the tile at coord (2-D) and multicasts
     it to every CTA in `mask` (same shared offset, same mbarrier offset in each); each CTA's bar receives the
