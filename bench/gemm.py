@@ -11,6 +11,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
 from common import time_ms, medians_ms, queued_ms, write  # noqa: E402
 from tkn.kernels import gemm  # noqa: E402
 
@@ -47,12 +48,12 @@ def host_overhead_us(n=300):
     return min(best)
 
 
-def main(quick=False, name="gemm"):
+def main(quick=False, name="gemm", progress=None):
     shapes = [(4096, 4096, 4096), (8192, 8192, 8192)] + UNDERFILLED if quick else SHAPES + UNDERFILLED[1:]
     records = []
     print(f"{'M':>6} {'N':>6} {'K':>6} GPU time: {'tkn':>6} {'cuBLAS':>7} {'ratio':>6} | per call: {'tkn':>6} "
           f"{'cuBLAS':>7} {'ratio':>6} | one after the other: {'tkn':>6} {'cuBLAS':>7} {'2-CTA':>6}  (TFLOP/s)  rel err")
-    for M, N, K in shapes:
+    for M, N, K in progress(shapes, desc=name) if progress else shapes:
         a = torch.randn(M, K, device="cuda", dtype=torch.bfloat16)
         b = torch.randn(K, N, device="cuda", dtype=torch.bfloat16)
         out = torch.empty(M, N, device="cuda", dtype=torch.bfloat16)
@@ -88,6 +89,27 @@ def main(quick=False, name="gemm"):
                  notes="tkn: the default 1-CTA persistent kernel (tiles: the configuration it picked); tkn_cluster2: "
                        "2-CTA clusters multicasting B (cooperative tiles only: ping-pong shapes run 1-CTA)")
     print("wrote", path)
+    return path
+
+
+def run(out_dir=None, progress=None, quick=False):
+    """The bench convention (python -m tkn bench): results written under out_dir (default bench/results),
+    returned as the written dict with "file" its path."""
+    return results_into(out_dir, lambda: main(quick, "gemm", progress))
+
+
+def results_into(out_dir, main_fn):
+    """Run main_fn (which returns the path common.write wrote) with its results going to out_dir; return them
+    as a dict with "file" set to the path."""
+    import json
+    saved = common.RESULTS
+    common.RESULTS = out_dir or saved
+    try:
+        path = main_fn()
+    finally:
+        common.RESULTS = saved
+    with open(path) as f:
+        return dict(json.load(f), file=path)
 
 
 if __name__ == "__main__":

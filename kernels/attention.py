@@ -27,6 +27,7 @@ from tkn.templates import lcf, release
 QR = 64                          # query rows of a consumer warpgroup (wgmma's M)
 START = np.float32(-3.0e38)      # the running max starts here, not at -inf: a row that sees no key gets p = 0
 LN2 = math.log(2.0)
+LOG2E = math.log2(math.e)
 
 
 class Tiles(NamedTuple):
@@ -65,8 +66,8 @@ def _make(D, causal, t):
         b, h = bh // g.H, bh % g.H
         q_row = (task % g.qblocks) * ROWS
         if g.varlen:                       # packed: one (1, H, total, D) map, rows from cu_seqlens
-            q0, k0 = g.cu_q[b], g.cu_k[b]
-            nq, nk = g.cu_q[b + 1] - q0, g.cu_k[b + 1] - k0
+            q0, k0 = np.int64(g.cu_q[b]), np.int64(g.cu_k[b])
+            nq, nk = np.int64(g.cu_q[b + 1]) - q0, np.int64(g.cu_k[b + 1]) - k0
             b = 0
         else:
             q0, k0, nq, nk = 0, 0, g.N, g.Nk
@@ -260,45 +261,59 @@ _NO_SEQS = {}
 
 def _no_seqs(like):
     """The int32 placeholder a padded batch passes for cu_seqlens."""
-    key = host.current_stream(like) if not ptx.SIM else None
+    tc = isinstance(like, host.Tensor) and like.is_cuda
+    key = like.device if tc else None
     a = _NO_SEQS.get(key)
     if a is None:
-        a = _NO_SEQS[key] = interop.as_device_array(np.zeros(2, np.int32), "cu_seqlens")
+        a = _NO_SEQS[key] = (host.torch.zeros(2, dtype=host.torch.int32, device=like.device) if tc else
+                             interop.as_device_array(np.zeros(2, np.int32), "cu_seqlens"))
     return a
 
 
 def forward(q, k, v, causal=False, scale=None, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
-            max_seqlen_k=None, tiles=None, blocks=None):
-    """(O, lse) of any arrays, checked: numpy in, numpy out; device arrays stay on their device."""
+            max_seqlen_k=None, out=None, tiles=None, blocks=None):
+    """(O, lse) of any arrays, checked: numpy in, numpy out; device arrays stay on their device. `out`: where O
+    goes (shaped and typed like q, contiguous); `tiles`, `blocks`: override the tile choice and the grid."""
     who = "attention_varlen" if cu_seqlens_q is not None else "attention"
     pb, (iq, ik, iv) = check(q, k, v, who, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     scale = 1.0 / math.sqrt(pb.D) if scale is None else float(scale)
     t = tiles or TILES[pb.D]
     kern, sig = kernel_for(pb.D, causal, t)
-    dq, dk, dv = (interop.as_device_array(x, n, dtype="bf16", ndim=3 if pb.varlen else 4, contiguous=False)
-                  for x, n in ((q, "q"), (k, "k"), (v, "v")))
-    o = interop.empty(iq.shape, "bf16", like=q)
+    tc = isinstance(q, host.Tensor) and q.is_cuda       # torch on the GPU: the tensors are the kernel's arrays
+
+    def view(x, name, dtype, ndim, contiguous=False, align=16):
+        return x if tc else interop.as_device_array(x, name, dtype=dtype, ndim=ndim, contiguous=contiguous,
+                                                    align=align)
+    nd = 3 if pb.varlen else 4
+    dq, dk, dv = (view(x, n, "bf16", nd) for x, n in ((q, "q"), (k, "k"), (v, "v")))
+    if out is None:
+        o = interop.empty(iq.shape, "bf16", like=q)
+    else:
+        o = out
+        host.check_out(out, iq.shape, who, inputs=(q, k, v), names=("q", "k", "v"))
     if pb.varlen:
         lse = interop.empty((pb.H, iq.shape[0]), "f32", like=q)
-        cu = [interop.as_device_array(c, n, dtype="int32", ndim=1, align=4)
-              for c, n in ((cu_seqlens_q, "cu_seqlens_q"), (cu_seqlens_k, "cu_seqlens_k"))]
-        o_strides = (0, pb.D, pb.H * pb.D)
+        cu = [view(c, n, "int32", 1, True, 4) for c, n in ((cu_seqlens_q, "cu_seqlens_q"), (cu_seqlens_k, "cu_seqlens_k"))]
         lse_strides = (0, iq.shape[0])
     else:
         lse = interop.empty((pb.B, pb.H, pb.N), "f32", like=q)
         cu = [_no_seqs(q)] * 2
-        o_strides = (pb.H * pb.N * pb.D, pb.N * pb.D, pb.D)
         lse_strides = (pb.H * pb.N, pb.N)
-    do = interop.as_device_array(o, "out", dtype="bf16", ndim=len(iq.shape))
-    dl = interop.as_device_array(lse, "lse", dtype="f32", ndim=len(lse.shape))
+    do = view(o, "out", "bf16", nd)                     # numpy out: a device copy
+    dl = view(lse, "lse", "f32", len(lse.shape), True)
+    io = interop.array_info(do, "out")
+    es = [x // 2 for x in io.strides]                    # elements
+    o_strides = (0, es[1], es[0]) if pb.varlen else tuple(es[:3])
     maps = [head_map(x, pb.varlen, rows, pb.D) for x, rows in ((dq, QR), (dk, t.kv), (dv, t.kv))]
     qblocks = -(-pb.N // (QR * t.consumers))
     ntasks = pb.B * pb.H * qblocks
     launch = host.launcher(kern, sig, kern.threads, kern.plan.launch_bytes)
-    grid = blocks or min(ntasks, host.num_sms(q if isinstance(q, host.Tensor) else None))
-    launch(grid, pb.B, pb.H, pb.H // pb.Hkv, pb.N, pb.Nk, qblocks, int(pb.varlen), np.float32(scale * math.log2(math.e)),
-           cu[0], cu[1], *(m.address for m in maps), interop.array_info(do, "out").ptr, *o_strides,
-           dl.reshape(dl.size), *lse_strides, stream=host.current_stream(q))
+    grid = blocks or min(ntasks, host.num_sms(q if tc else None))
+    launch(grid, pb.B, pb.H, pb.H // pb.Hkv, pb.N, pb.Nk, qblocks, int(pb.varlen), np.float32(scale * LOG2E),
+           cu[0], cu[1], *(m.address for m in maps), io.ptr, *o_strides, dl.reshape(-1) if tc else dl.reshape(dl.size),
+           *lse_strides, stream=host.current_stream(q))
+    if do is not o and not ptx.SIM:
+        interop.copy_back(do, o)
     return interop.to_user(o, like=q), interop.to_user(lse, like=q)
 
 

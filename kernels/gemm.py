@@ -331,18 +331,12 @@ def launch_for(M, N, K, tr, tiles, sms, tail=(), like=None):
 
 
 def _check(a, b):
-    """Validate a and b; return (M, N, K, (transpose_a, transpose_b))."""
+    """Validate a and b; return (M, N, K, (transpose_a, transpose_b)), the layouts None for an empty problem.
+    Each operand is row-major or a transposed view, its rows (padded or not) 16-byte aligned for TMA."""
     ia, ib, M, N, K = host.check_matmul(a, b, "bf16", "gemm")
-    tr = host.transposed(ia, "a", "gemm"), host.transposed(ib, "b", "gemm")
-    rows = {"M" if tr[0] else "K": M if tr[0] else K, "N": N}        # row lengths of a's, b's and out's storage
-    if tr[1]:
-        rows["K"] = K
-    bad = [f"{k}={v}" for k, v in rows.items() if v % 8]
-    if bad:
-        raise ValueError(f"gemm: {' and '.join(bad)} must be {'multiples' if bad[1:] else 'a multiple'} of 8: "
-                         f"rows of the arrays under a ({'K x M' if tr[0] else 'M x K'}), b "
-                         f"({'N x K' if tr[1] else 'K x N'}) and out (M x N) must be 16-byte aligned for TMA")
-    return M, N, K, tr
+    if host.is_empty(M, N, K):
+        return M, N, K, None
+    return M, N, K, (host.transposed(ia, "a", "gemm", ("M", "K")), host.transposed(ib, "b", "gemm", ("K", "N")))
 
 
 def _operands(a, b, tr):
@@ -352,19 +346,24 @@ def _operands(a, b, tr):
 def _torch_plan(a, b):
     """Everything about a torch call that depends only on a's and b's addresses and layouts (a plan cache miss)."""
     M, N, K, tr = _check(a, b)
+    if tr is None:
+        return host.empty_plan((M, N), a)
     return host.torch_plan(launch_for(M, N, K, tr, _tiles, host.num_sms(a), like=a), _operands(a, b, tr), (M, N))
 
 
-_plans = host.PlanCache(_torch_plan, "gemm")
+_plans = host.PlanCache(_torch_plan, "gemm", dims=("M", "N"))
 _calls = _plans.calls          # the hot path's one lookup, a plain dict
 
 
 def gemm(a, b, out=None):
     """C = a @ b in bf16 with fp32 accumulation. a: (M, K) bf16; b: (K, N) bf16. Each is row-major or the
     transpose view of a row-major array (torch's `x.T`), which runs the A^T / B^T kernel without a copy.
-    Arrays: torch / cupy / numba device arrays (bf16, or uint16 bits), or numpy uint16 bits (copied).
-    The rows of the arrays under a, b and out must be multiples of 8 long (TMA's 16-byte rule): K and N, and M
-    where a is transposed; any sizes otherwise: edges are masked by TMA.
+    Arrays: torch / cupy / numba device arrays (bf16, or uint16 bits), or numpy arrays: ml_dtypes.bfloat16 or
+    uint16 bits (copied; the result comes back in the same spelling).
+    The rows of the arrays under a, b and out must start a multiple of 16 bytes apart (TMA's rule): for dense
+    arrays K and N, and M where a is transposed, multiples of 8; views with padded rows (x[::2], x[:, 64:192])
+    are read in place; any sizes otherwise: edges are masked by TMA. An empty problem gives what torch.matmul
+    does: zeros for K = 0, an empty result for M or N = 0. out must share no memory with a or b.
     Returns out (allocated like a when None). Runs on torch's current stream for torch tensors; differentiable
     (torch autograd) when a or b requires grad."""
     if isinstance(a, _Tensor) and isinstance(b, _Tensor):            # nn.Parameter too
@@ -387,8 +386,10 @@ def gemm(a, b, out=None):
 
 def _gemm_generic(a, b, out):
     M, N, K, tr = _check(a, b)
+    if tr is None:
+        return host.run_empty(out, (M, N), "bf16", a, (a, b), who="gemm", dims=("M", "N"))
     return host.run_generic(launch_for(M, N, K, tr, _tiles, host.num_sms(), like=a), _operands(a, b, tr), out, (M, N),
-                            like=a, who="gemm")
+                            like=a, who="gemm", dims=("M", "N"))
 
 
 def _autograd(a, b, out):
@@ -398,21 +399,27 @@ def _autograd(a, b, out):
     return _Gemm.apply(a, b)
 
 
-def _backward(saved, needs, grad):
+def _backward(saved, needs, grad, mm=None):
+    """(d(a), d(b)) of out = a @ b. mm: the product to call (tkn.torch's op, under tracing, which takes any
+    layout); default gemm itself, on a gradient made TMA-readable first."""
     a, b = saved
-    grad = host.operand(grad.to(_BF16))
-    da = _product_like(a, grad, b.T) if needs[0] else None
-    db = _product_like(b, a.T, grad) if needs[1] else None
+    if mm is None:
+        mm, grad = gemm, host.operand(grad.to(_BF16))
+    else:
+        grad = grad.to(_BF16)
+    da = _product_like(a, grad, b.T, mm) if needs[0] else None
+    db = _product_like(b, a.T, grad, mm) if needs[1] else None
     return da, db
 
 
-def _product_like(x, lhs, rhs):
+def _product_like(x, lhs, rhs, mm=None):
     """lhs @ rhs, the gradient of x, stored as x is: for x = w.T (a weight used transposed), (rhs.T @ lhs.T).T,
     so that w.grad comes out row-major like w."""
+    mm = mm or gemm
     row_major, transposed = host.layouts(*x.shape, *x.stride(), 1)
     if transposed and not row_major:
-        return gemm(rhs.T, lhs.T).T
-    return gemm(lhs, rhs)
+        return mm(rhs.T, lhs.T).T
+    return mm(lhs, rhs)
 
 
 _BF16 = _torch.bfloat16 if _torch else None

@@ -98,8 +98,8 @@ def test_gemm_rejects_bad_input():
         gemm(np.zeros((64, 64), np.float32), np.zeros((64, 64), np.uint16))
     with pytest.raises(ValueError, match="out"):
         gemm(np.zeros((64, 64), np.uint16), np.zeros((64, 64), np.uint16), np.zeros((32, 64), np.uint16))
-    with pytest.raises(ValueError, match="a must be row-major"):           # every other row: neither layout
-        gemm(np.zeros((128, 64), np.uint16)[::2], np.zeros((64, 64), np.uint16))
+    with pytest.raises(ValueError, match="a must be row-major"):           # every other column: neither layout
+        gemm(np.zeros((64, 128), np.uint16)[:, ::2], np.zeros((64, 64), np.uint16))
     with pytest.raises(ValueError, match="M=60 must be a multiple of 8"):  # a.T's rows would be 120 bytes
         gemm(np.zeros((64, 60), np.uint16).T, np.zeros((64, 64), np.uint16))
 
@@ -222,3 +222,88 @@ def test_gemm_torch_autograd():
         gemm(a, b, torch.empty(M, N, device="cuda", dtype=torch.bfloat16))
     with torch.no_grad():
         assert gemm(a, b).grad_fn is None
+
+
+def test_gemm_padded_row_views():
+    """Row-strided views are read in place through their tensor maps' strides: a = x[::2] (rows 2 x K apart),
+    b a column slice x[:, 64:192] (16-byte aligned start), out the columns 8.. of a wider array."""
+    rng = np.random.default_rng()
+    M, N, K = 64, 128, 80
+    xa = bits(rng.standard_normal((2 * M, K)))
+    xb = bits(rng.standard_normal((K, 256)))
+    a, b = xa[::2], xb[:, 64:192]
+    wide = np.full((M, N + 16), 0xFFFF, np.uint16)
+    out = wide[:, 8:8 + N]
+    assert gemm(a, b, out) is out
+    ref = flt(a).astype(np.float64) @ flt(b).astype(np.float64)
+    got = flt(out).astype(np.float64)
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 1e-2
+    assert (wide[:, :8] == 0xFFFF).all() and (wide[:, 8 + N:] == 0xFFFF).all()    # nothing written outside out
+
+
+def test_gemm_transposed_padded_views_ml_dtypes():
+    """ml_dtypes.bfloat16 in, ml_dtypes.bfloat16 out; a.T of a padded (K, M) array (the A^T kernel) and b = w.T of
+    a padded w with K = 60 inside 64-element rows (TMA zero-fills the ragged K along the rows)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    rng = np.random.default_rng()
+    M, N, K = 72, 136, 60
+    at = rng.standard_normal((K, 96)).astype(ml_dtypes.bfloat16)
+    w = rng.standard_normal((N, 64)).astype(ml_dtypes.bfloat16)
+    a, b = at[:, :M].T, w[:, :K].T
+    out = gemm(a, b)
+    assert out.dtype == ml_dtypes.bfloat16 and out.shape == (M, N)
+    ref = a.astype(np.float64) @ b.astype(np.float64)
+    assert np.linalg.norm(out.astype(np.float64) - ref) / np.linalg.norm(ref) < 1e-2
+
+
+def test_gemm_fp8_ml_dtypes_padded():
+    """ml_dtypes.float8_e4m3fn in (a row-strided, w padded), ml_dtypes.bfloat16 out; uint8 bits give bits."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from tkn.kernels import gemm_fp8
+    rng = np.random.default_rng()
+    M, N, K = 64, 128, 64
+    xa = rng.standard_normal((2 * M, K)).astype(ml_dtypes.float8_e4m3fn)
+    w = rng.standard_normal((N, 96)).astype(ml_dtypes.float8_e4m3fn)
+    a, b = xa[::2], w[:, :K].T
+    out = gemm_fp8(a, b, 0.5)
+    assert out.dtype == ml_dtypes.bfloat16 and out.shape == (M, N)
+    ref = 0.5 * (a.astype(np.float64) @ b.astype(np.float64))
+    assert np.linalg.norm(out.astype(np.float64) - ref) / np.linalg.norm(ref) < 1e-2
+
+
+def test_gemm_empty_problems():
+    """As torch.matmul: M or N = 0 gives an empty result, K = 0 zeros (into out= too), without a launch."""
+    from tkn.kernels import gemm_fp8
+    assert gemm(np.zeros((0, 64), np.uint16), np.zeros((64, 32), np.uint16)).shape == (0, 32)
+    assert gemm(np.zeros((16, 64), np.uint16), np.zeros((64, 0), np.uint16)).shape == (16, 0)
+    z = gemm(np.zeros((16, 0), np.uint16), np.zeros((0, 32), np.uint16))
+    assert z.shape == (16, 32) and z.dtype == np.uint16 and (np.asarray(z) == 0).all()
+    out = np.full((16, 32), 0xFFFF, np.uint16)
+    assert gemm(np.zeros((16, 0), np.uint16), np.zeros((0, 32), np.uint16), out) is out and (out == 0).all()
+    z8 = gemm_fp8(np.zeros((16, 0), np.uint8), np.zeros((32, 0), np.uint8).T, 2.0)
+    assert z8.shape == (16, 32) and (np.asarray(z8) == 0).all()
+    with pytest.raises(ValueError, match=r"b needs 0 rows"):      # sizes must still agree
+        gemm(np.zeros((16, 0), np.uint16), np.zeros((4, 32), np.uint16))
+
+
+def test_gemm_torch_empty_and_padded_views():
+    """torch tensors (CPU under the emulator, CUDA on a GPU): empty problems as torch.matmul, in autograd too;
+    a padded out is written in place."""
+    torch = pytest.importorskip("torch")
+    dev = "cpu" if tkn.ptx.SIM else "cuda"
+    a = torch.randn(16, 0, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    b = torch.randn(0, 32, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    out = gemm(a, b)
+    assert out.shape == (16, 32) and out.dtype == torch.bfloat16 and (out == 0).all()
+    out.sum().backward()
+    assert a.grad.shape == (16, 0) and b.grad.shape == (0, 32)
+    e = gemm(torch.zeros(0, 64, device=dev, dtype=torch.bfloat16), torch.zeros(64, 32, device=dev, dtype=torch.bfloat16))
+    assert e.shape == (0, 32)
+    if not tkn.ptx.SIM:        # numerics of a padded torch out on the GPU (the emulator's are test_gemm_padded_row_views)
+        x, w = torch.randn(256, 512, device=dev, dtype=torch.bfloat16), torch.randn(512, 384, device=dev, dtype=torch.bfloat16)
+        wide = torch.full((256, 400), float("nan"), device=dev, dtype=torch.bfloat16)
+        o = wide[:, 8:392]
+        assert gemm(x[:, :504], w[:504], o) is o
+        ref = x[:, :504].double() @ w[:504].double()
+        assert ((o.double() - ref).norm() / ref.norm()).item() < 1e-2
+        assert wide[:, :8].isnan().all() and wide[:, 392:].isnan().all()

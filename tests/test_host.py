@@ -28,8 +28,9 @@ def test_layouts_and_operand_errors():
     a = np.zeros((16, 8), np.uint16)
     assert host.transposed(interop.array_info(a), "a", "k") is False
     assert host.transposed(interop.array_info(a.T), "a", "k") is True
-    with pytest.raises(ValueError, match=r"k: a must be row-major \(strides \(16, 2\) bytes\)"):
-        host.transposed(interop.array_info(np.zeros((32, 8), np.uint16)[::2]), "a", "k")
+    assert host.transposed(interop.array_info(np.zeros((32, 8), np.uint16)[::2]), "a", "k") is False   # padded rows
+    with pytest.raises(ValueError, match=r"k: a must be row-major \(strides \(>= 16, 2\) bytes\)"):
+        host.transposed(interop.array_info(np.zeros((16, 16), np.uint16)[:, ::2]), "a", "k")
     with pytest.raises(ValueError, match="k: b has shape .* b needs 8 rows"):
         host.check_matmul(a, np.zeros((4, 8), np.uint16), "bf16", "k")
     with pytest.raises(ValueError, match=r"k: out has shape \(4, 8\), expected \(16, 8\)"):
@@ -96,3 +97,87 @@ def test_tensormaps_cached_by_what_they_encode():
     assert maps(x, (64, 64), 128, "bf16") is not m
     assert host.tile_map(128, 64, "bf16") == ((128, 64), 128, "bf16")
     assert host.tile_map(64, 256, "bfloat16") == ((64, 64), 128, "bf16")     # one column block a box
+
+
+@pytest.mark.host
+def test_padded_layouts():
+    """Row-major and transposed allow padded rows (a row stride of at least a row, a multiple of 16 bytes)."""
+    assert host.layouts(4, 8, 32, 2, 2, 16) == (True, False)          # rows 32 bytes apart, 16 long
+    assert host.layouts(4, 8, 2, 64, 2, 16) == (False, True)          # x.T of a (8, 4) array padded to 32
+    assert host.layouts(4, 8, 24, 2, 2, 16) == (False, False)         # 24-byte rows: not for TMA
+    assert host.layouts(4, 8, 24, 2, 2) == (True, False)              # ...but row-major
+    assert host.layouts(4, 8, 8, 2, 2) == (False, False)              # rows overlap
+    x = np.zeros((64, 128), np.uint16)
+    for view, trans in [(x[::2], False), (x[:, 64:96], False), (x[:, 8:40].T, True), (x[:1], False), (x[:, :1], False)]:
+        assert host.transposed(interop.array_info(view), "a", "k") is trans
+    with pytest.raises(ValueError, match=r"k: the rows of a \(M x K\) are 136 bytes apart"):
+        host.transposed(interop.array_info(np.zeros((8, 68), np.uint16)[:, :64]), "a", "k", ("M", "K"))
+    with pytest.raises(ValueError, match=r"k: M=12 must be a multiple of 8: the rows of a \(K x M"):
+        host.transposed(interop.array_info(np.zeros((16, 12), np.uint16).T), "a", "k", ("M", "K"))
+
+
+@pytest.mark.host
+def test_overlaps():
+    x = np.zeros((64, 128), np.uint16)
+    i = interop.array_info
+    assert not host.overlaps(i(x[:, :64]), i(x[:, 64:]))               # side by side: interleaved, disjoint
+    assert host.overlaps(i(x[:, :64]), i(x[:, 63:65]))
+    assert not host.overlaps(i(x[:32]), i(x[32:]))
+    assert host.overlaps(i(x[:33]), i(x[32:]))
+    assert host.overlaps(i(x[:, 10:20].T), i(x[5:6, 19:30]))            # a transposed view: its stored rows
+    assert not host.overlaps(i(x[:, 10:20].T), i(x[5:6, 20:30]))
+    assert host.overlaps(i(x[::2, :8]), i(x[1::2, 4:12])) is False      # other rows
+    assert host.overlaps(i(x[::2, :8]), i(x[::3, :8]))                 # strides differ: by address range
+    assert not host.overlaps(i(x[:0]), i(x))
+    assert not host.overlaps(i(x), i(np.zeros((4, 4), np.uint16)))
+
+
+@pytest.mark.host
+def test_check_out_layout_device_overlap():
+    a = np.zeros((16, 64), np.uint16)
+    wide = np.zeros((16, 80), np.uint16)
+    assert host.check_out(wide[:, 8:72], (16, 64), "k").strides == (160, 2)     # a padded out: fine
+    with pytest.raises(ValueError, match=r"k: out has strides \(136, 2\) bytes"):
+        host.check_out(np.zeros((16, 68), np.uint16)[:, :64], (16, 64), "k")
+    with pytest.raises(ValueError, match=r"k: N=60 must be a multiple of 8 for a contiguous out"):
+        host.check_out(np.zeros((16, 60), np.uint16), (16, 60), "k", dims=("M", "N"))
+    with pytest.raises(ValueError, match=r"k: out overlaps w in memory"):
+        host.check_out(a[:, :32], (16, 32), "k", inputs=(np.zeros(4), a[:, 16:48]), names=("x", "w"))
+    dev = _Cuda(0x10000)
+    with pytest.raises(ValueError, match=r"k: out is on cpu \(host memory\) and a on an unknown device"):
+        host.check_out(a, (16, 64), "k", inputs=(dev,), names=("a",))
+    host.check_out(np.zeros((0, 64), np.uint16), (0, 64), "k")                 # no elements: no layout
+
+
+@pytest.mark.host
+def test_plan_cache_refuses_overlap_and_skips_caching_empty(monkeypatch):
+    monkeypatch.setattr(host, "torch_stream", lambda: "getter")
+
+    class Plan:
+        out_shape, device, out_map = (16, 32), 0, ((16, 32), 64, "bf16")
+
+        def for_out(self, out):
+            return "launch"
+
+    cache = host.PlanCache(lambda a, b: Plan(), "k")
+    a, b = _Cuda(0x1000), _Cuda(0x2000)
+    key = (1,)
+    with pytest.raises(ValueError, match=r"k: out overlaps b in memory"):
+        cache.add(key, (a, b, _Cuda(0x2000 + 512)))
+    assert not cache.calls
+
+    class Like:
+        def get_device(self):
+            return 0
+    empty = host.empty_plan((16, 0), Like())
+    cache = host.PlanCache(lambda a, b: empty, "k")
+    out = _Cuda(0x3000, (16, 0))
+    call = cache.add((2,), (a, b, out))
+    assert callable(call[0]) and not cache.calls and len(cache.plans) == 1    # made anew each call, not cached
+
+
+def test_run_empty():
+    out = np.full((4, 8), 0xFFFF, np.uint16)
+    assert host.run_empty(out, (4, 8), "bf16", np.zeros((4, 0), np.uint16)) is out and (out == 0).all()
+    got = host.run_empty(None, (0, 8), "bf16", np.zeros((0, 3), np.uint16))
+    assert got.shape == (0, 8)

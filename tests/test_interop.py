@@ -196,3 +196,46 @@ def test_cupy():
     with pytest.raises(TypeError, match=r"argument 'x': expected dtype bfloat16 or uint16, got float32 "
                                         r"\(cupy array"):
         as_device_array(x, "x", dtype="bfloat16")
+
+
+def test_ml_dtypes_in_and_out():
+    """ml_dtypes bf16 / e4m3 arrays are taken as their bits (a view under the simulator); outputs made like them
+    come back as ml_dtypes; uint16 / uint8 bits stay bits."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    for ml, kind, bits in [(ml_dtypes.bfloat16, "bfloat16", np.uint16), (ml_dtypes.float8_e4m3fn, "e4m3", np.uint8)]:
+        x = _aligned(32, np.dtype(ml)).reshape(4, 8)
+        x[...] = np.arange(32).reshape(4, 8)
+        assert check_array(x, "x", dtype=kind).dtype == np.dtype(ml).name
+        d = as_device_array(x, "x", dtype=kind, ndim=2)
+        assert d.dtype == bits
+        np.testing.assert_array_equal(_host(d), x.view(bits))
+        if SIM:
+            assert d.ctypes.data == x.ctypes.data        # a view: the kernel writes into the caller's array
+        out = empty((2, 3), kind, like=x)
+        back = to_user(out, like=x, dtype=kind)
+        assert back.dtype == ml and back.shape == (2, 3)
+        plain = empty((2, 3), kind, like=x.view(bits))
+        assert to_user(plain, like=x.view(bits), dtype=kind).dtype == bits
+        with pytest.raises(TypeError, match=r"argument 'x': expected dtype"):
+            check_array(x, "x", dtype="float16")
+    bf = _aligned(8, np.dtype(ml_dtypes.bfloat16))
+    assert to_user(empty((2, 4), "bf16", like=bf), like=bf, dtype="bf16").dtype == ml_dtypes.bfloat16
+    assert interop.ml_dtype("bf16") == ml_dtypes.bfloat16 and interop.ml_dtype("float32") is None
+
+
+def test_zero_and_extent():
+    x = _aligned(64, np.uint16).reshape(8, 8)
+    x[...] = 7
+    assert interop.zero(x[:, 2:6]) is not None and (x[:, 2:6] == 0).all() and (x[:, :2] == 7).all()
+    i = interop.array_info(x[1:3, 2:6])
+    assert interop.extent(i) == (i.ptr, i.ptr + 16 + 8)          # one row (16 bytes) and four elements
+    e = interop.array_info(x[:0])
+    assert interop.extent(e) == (e.ptr, e.ptr)
+    assert interop.where(-1) == "cpu (host memory)" and interop.where(1) == "cuda:1"
+
+
+def test_empty_arrays_have_no_layout():
+    """Arrays with no elements pass the layout and alignment checks (numpy gives them zero strides)."""
+    z = np.zeros((0, 64), np.uint16)
+    check_array(z, "z", dtype="bf16", contiguous="last", align=16)
+    check_array(_aligned(8, np.uint16)[1:1].reshape(0, 4), "z", align=16)

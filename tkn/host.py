@@ -3,6 +3,10 @@
 A wrapper checks its operands (`check_matmul`, `transposed`, `check_out`), decides one problem's `Launch` (its
 Kernel from `launcher`, grid, sizes and tensor-map boxes) and hands it to `run_generic` (numpy, cupy, numba
 arrays) or, for torch CUDA tensors, to a `PlanCache` whose hot path is one dict lookup and the launch.
+An empty problem (`is_empty`) has no launch: `run_empty`, or `empty_plan` in the torch plan.
+Operands and outputs are read and written through their TMA maps' strides: row-major with padded rows (or the
+transpose view of such an array), rows 16-byte multiples apart; an out that overlaps an input is refused
+(`overlaps`). These checks run when a torch call's plan is made, never on the hot path.
 torch is optional: without it nothing is a `Tensor` and `Autograd` is never built.
 """
 from typing import NamedTuple
@@ -37,24 +41,42 @@ def num_sms(x=None):
 
 # ------------------------------------------------------------------------------------- operands and layouts
 
-def layouts(rows, cols, s0, s1, unit):
+def layouts(rows, cols, s0, s1, unit, align=1):
     """(row-major, the transpose view of a row-major cols x rows array) for a rows x cols array with strides
-    s0, s1 (in units of `unit`: the element size for bytes, 1 for elements). Sizes of 1 take any stride."""
-    return ((s1 == unit or cols == 1) and (s0 == unit * cols or rows == 1),
-            (s0 == unit or rows == 1) and (s1 == unit * rows or cols == 1))
+    s0, s1 (in units of `unit`: the element size for bytes, 1 for elements). Row-major: unit inner stride, rows
+    at least a row apart, the row stride a multiple of `align` (same units; 16 bytes is TMA's rule), so a row
+    slice x[::2] or a column slice x[:, 64:192] of a bigger array is one. Transposed: the same for x.T. Sizes of 1
+    take any stride."""
+    return ((s1 == unit or cols == 1) and (rows == 1 or (s0 >= unit * cols and s0 % align == 0)),
+            (s0 == unit or rows == 1) and (cols == 1 or (s1 >= unit * rows and s1 % align == 0)))
 
 
-def transposed(info, name, who):
+def transposed(info, name, who, dims=None):
     """False if `info` (an interop.ArrayInfo, rows x cols) is row-major, True if it is the transpose view of a
-    row-major cols x rows array (what x.T gives); anything else is refused."""
+    row-major cols x rows array (what x.T gives), where row-major allows padded rows (a row stride of at least a
+    row, a multiple of 16 bytes: what a TMA map reads); anything else is refused. dims: the names of the two
+    sizes (("M", "K")) for the errors."""
     (rows, cols), (s0, s1), es = info.shape, info.strides, info.itemsize
-    row_major, trans = layouts(rows, cols, s0, s1, es)
+    row_major, trans = layouts(rows, cols, s0, s1, es, 16)
     if row_major and trans:      # one row or one column: either; a single column is stored as one row
         return cols == 1 and rows > 1
     if row_major or trans:
         return trans
-    raise ValueError(f"{who}: {name} must be row-major (strides ({es * cols}, {es}) bytes) or the transpose of a "
-                     f"row-major ({cols}, {rows}) array (strides ({es}, {es * rows})), got strides {info.strides}; "
+    loose = layouts(rows, cols, s0, s1, es)          # the layout, whatever the row stride
+    if any(loose):
+        tr = loose[1] and not loose[0]
+        n, stride = (rows, s1) if tr else (cols, s0)
+        dim = f"{dims[0 if tr else 1]}={n}" if dims else f"a row of {n}"
+        stored = f"({dims[1]} x {dims[0]}, the array under {name}.T)" if tr and dims else \
+            f"({dims[0]} x {dims[1]})" if dims else ""
+        if stride == n * es:       # densely packed rows: their length is the problem
+            raise ValueError(f"{who}: {dim} must be a multiple of {16 // es}: the rows of {name} {stored} must "
+                             f"start 16 bytes apart for TMA ({n} x {es} = {n * es} bytes); pad them (a view of "
+                             f"the first {n} columns of a wider array is fine)")
+        raise ValueError(f"{who}: the rows of {name} {stored} are {stride} bytes apart (strides {info.strides} "
+                         f"bytes); TMA needs a multiple of 16; copy it first (.contiguous())")
+    raise ValueError(f"{who}: {name} must be row-major (strides (>= {es * cols}, {es}) bytes) or the transpose of a "
+                     f"row-major ({cols}, {rows}) array (strides ({es}, >= {es * rows})), got strides {info.strides}; "
                      f"copy it first (.contiguous())")
 
 
@@ -65,32 +87,107 @@ def stored(x, trans):
 
 def check_matmul(a, b, dtype, who, a_contiguous=False):
     """What every matrix product's a (M x K) and b (K x N) are checked for: 2-D arrays of `dtype`, 16-byte
-    aligned, on one device, sizes agreeing. Returns (a's ArrayInfo, b's, M, N, K); errors start with `who`."""
+    aligned, on one device, sizes agreeing. Empty problems pass (M, N or K 0: see `empty_plan` / `run_empty`).
+    Returns (a's ArrayInfo, b's, M, N, K); errors start with `who`."""
     ia = interop.check_array(a, "a", dtype=dtype, ndim=2, contiguous=a_contiguous, align=16)
     ib = interop.check_array(b, "b", dtype=dtype, ndim=2, contiguous=False, align=16)
     M, K = ia.shape
     if ib.shape[0] != K:
         raise ValueError(f"{who}: b has shape {tuple(ib.shape)}, but a is {M}x{K}: b needs {K} rows")
     N = ib.shape[1]
-    if M == 0 or N == 0 or K == 0:
-        raise ValueError(f"{who}: empty problem {M}x{N}x{K}")
     if ia.device != ib.device:
-        raise ValueError(f"{who}: a is on {ia.device} and b on {ib.device}; both must be on the same device")
+        raise ValueError(f"{who}: a is on {interop.where(ia.device)} and b on {interop.where(ib.device)}; both "
+                         f"must be on the same device")
     return ia, ib, M, N, K
 
 
-def check_out(out, shape, who, dtype="bf16"):
-    """A caller's output: C-contiguous, 16-byte aligned, of `dtype` and `shape`."""
-    io = interop.check_array(out, "out", dtype=dtype, ndim=len(shape), contiguous=True, align=16)
+def is_empty(*sizes):
+    """True when a problem has nothing to compute (a size is 0): the wrapper returns without a launch."""
+    return 0 in sizes
+
+
+def check_out(out, shape, who, dtype="bf16", inputs=(), names=(), dims=None):
+    """A caller's output: of `dtype` and `shape`, what a TMA map can write (unit inner stride, 16-byte aligned,
+    rows at least a row and a multiple of 16 bytes apart: a padded view is fine), on the inputs' device and
+    overlapping none of them (`inputs`, named by `names`). dims: the sizes' names (("M", "N")) for the errors.
+    Returns out's ArrayInfo."""
+    io = interop.check_array(out, "out", dtype=dtype, ndim=len(shape), contiguous="last", align=0)
     if tuple(io.shape) != tuple(shape):
         raise ValueError(f"{who}: out has shape {tuple(io.shape)}, expected {tuple(shape)}")
+    infos = [interop.array_info(x, n) for x, n in zip(inputs, names)]
+    for i, n in zip(infos, names):
+        if i.device != io.device:
+            raise ValueError(f"{who}: out is on {interop.where(io.device)} and {n} on {interop.where(i.device)}; "
+                             f"all must be on the same device")
+    if 0 in tuple(shape):
+        return io
+    if io.ptr % 16:
+        raise ValueError(f"{who}: out's data pointer 0x{io.ptr:x} is not 16-byte aligned (off by {io.ptr % 16} "
+                         f"bytes), as TMA needs")
+    es, sh, st = io.itemsize, tuple(io.shape), tuple(io.strides)
+    for d in range(len(sh) - 2, -1, -1):
+        if sh[d] == 1:
+            continue
+        inner = next((st[e] * sh[e] for e in range(d + 1, len(sh)) if sh[e] != 1), es)
+        if st[d] % 16 or st[d] < inner:
+            last = sh[-1]
+            if st[d] == inner and d == len(sh) - 2:
+                dim = f"{dims[-1]}={last}" if dims else f"its last size ({last})"
+                raise ValueError(f"{who}: {dim} must be a multiple of {16 // es} for a contiguous out (rows of "
+                                 f"{last * es} bytes; TMA writes rows 16 bytes apart), or pass out= a view with "
+                                 f"padded rows (e.g. the first {last} columns of a wider array)")
+            raise ValueError(f"{who}: out has strides {st} bytes: TMA writes rows that start a multiple of 16 "
+                             f"bytes apart and do not overlap (stride {st[d]} of dimension {d} against {inner} "
+                             f"bytes inside it)")
+    for i, n in zip(infos, names):
+        if overlaps(io, i):
+            raise ValueError(f"{who}: out overlaps {n} in memory: the kernel would read what it writes (a race); "
+                             f"pass an out= that shares no memory with the inputs")
     return io
 
 
+def overlaps(x, y):
+    """Whether arrays x and y (interop.ArrayInfo) share memory on one device: exact for two row-major 2-D arrays
+    (after transposing transposed views) whose rows are the same distance apart (slices of one array), else by
+    their address ranges (so it may refuse interleaved arrays that share no element, never miss a shared one)."""
+    if x.device != y.device:
+        return False
+    (xl, xh), (yl, yh) = interop.extent(x), interop.extent(y)
+    if xl >= xh or yl >= yh or xh <= yl or yh <= xl:
+        return False
+    rx, ry = _rows(x), _rows(y)
+    if rx is None or ry is None:
+        return True
+    (px, nx, sx, wx), (py, ny, sy, wy) = rx, ry
+    s = sx if nx > 1 else sy
+    if ny > 1 and sy != s or s <= 0:
+        return True
+    # rows i of x and j of y meet iff px + i*s < py + j*s + wy and py + j*s < px + i*s + wx: k = i - j has
+    # d - wx < k*s < d + wy (d = py - px), for some k in [-(ny - 1), nx - 1]
+    d = py - px
+    lo, hi = max((d - wx) // s + 1, -(ny - 1)), min(-((-(d + wy)) // s) - 1, nx - 1)
+    return lo <= hi
+
+
+def _rows(i):
+    """(pointer, rows, row stride, row bytes) of a 2-D array with a unit-stride dimension (the stored rows of a
+    transposed view), else None."""
+    if len(i.shape) != 2:
+        return None
+    (r, c), (s0, s1) = i.shape, i.strides
+    if s1 == i.itemsize or c == 1:
+        return i.ptr, r, s0, c * i.itemsize
+    if s0 == i.itemsize or r == 1:
+        return i.ptr, c, s1, r * i.itemsize
+    return None
+
+
 def operand(x, align=16):
-    """Torch 2-D x as it is if a kernel takes it (row-major or a transposed view, `align`-byte aligned), else a
-    row-major copy: gradients arrive in any layout (expanded, sliced)."""
-    if x.data_ptr() % align == 0 and any(layouts(*x.shape, *x.stride(), 1)):
+    """Torch 2-D x as it is if a kernel takes it (row-major or a transposed view, rows padded or not, what a TMA
+    map reads: `align`-byte aligned, rows a multiple of 16 bytes apart), else a row-major copy: gradients arrive
+    in any layout (expanded, sliced)."""
+    if x.numel() == 0 or (x.data_ptr() % align == 0 and any(layouts(*x.shape, *x.stride(), 1,
+                                                                    max(1, 16 // x.element_size())))):
         return x
     return x.clone(memory_format=torch.contiguous_format)
 
@@ -206,22 +303,33 @@ class Launch(NamedTuple):
     tail: tuple = ()  # the arguments after them (a scale)
 
 
-def run_generic(launch, inputs, out, out_shape, like, names=("a", "b"), who="tkn"):
+def run_generic(launch, inputs, out, out_shape, like, names=("a", "b"), who="tkn", dims=None):
     """Any arrays, checked by the wrapper: device views of `inputs` (the row-major arrays the maps describe;
     host data copied), the maps, one launch on like's stream; host outputs copied back. out None: allocated
-    like `like`. Returns out as the caller expects it."""
+    like `like`; else checked (check_out: layout, device, no overlap with the inputs). Returns out as the caller
+    expects it (ml_dtypes in, ml_dtypes out)."""
     out_kind = launch.maps[-1][2]
     if out is None:
         out = interop.empty(out_shape, out_kind, like=like)
-    else:
-        check_out(out, out_shape, who, out_kind)
-    views = [interop.as_device_array(x, n, dtype=m[2], ndim=len(m[0])) for x, n, m in zip(inputs, names, launch.maps)]
-    dc = interop.as_device_array(out, "out", dtype=out_kind, ndim=len(out_shape))
+    check_out(out, out_shape, who, out_kind, inputs, names, dims)
+    views = [interop.as_device_array(x, n, dtype=m[2], ndim=len(m[0]), contiguous="last")
+             for x, n, m in zip(inputs, names, launch.maps)]
+    dc = interop.as_device_array(out, "out", dtype=out_kind, ndim=len(out_shape), contiguous="last")
     maps = [tensormap(x, *m).address for x, m in zip(views + [dc], launch.maps)]
     launch.kernel(launch.grid, *launch.head, *maps, *launch.tail, stream=current_stream(like))
     if dc is not out and not SIM and interop.array_info(out, "out").device == -1:
         interop.copy_back(dc, out)
-    return interop.to_user(out, like=like)
+    return interop.to_user(out, like=like, dtype=out_kind)
+
+
+def run_empty(out, out_shape, kind, like, inputs=(), names=("a", "b"), who="tkn", dims=None):
+    """An empty problem's result, without a launch, as torch.matmul gives it: zeros (a product over K = 0), or
+    an array with no elements (M or N 0). out None: allocated like `like`; else checked as run_generic does."""
+    if out is None:
+        out = interop.empty(out_shape, kind, like=like)
+    check_out(out, out_shape, who, kind, inputs, names, dims)
+    interop.zero(out)
+    return interop.to_user(out, like=like, dtype=kind)
 
 
 def torch_plan(launch, inputs, out_shape, names=("a", "b")):
@@ -238,9 +346,28 @@ def torch_plan(launch, inputs, out_shape, names=("a", "b")):
     return Plan(go, out_shape, device, len(launch.head) + len(maps), launch.maps[-1])
 
 
+class EmptyPlan:
+    """The Plan of torch inputs whose problem is empty (`is_empty`): no kernel; each call zeroes its out (a
+    product over K = 0; nothing for an out with no elements). Its calls are not cached (they hold their out)."""
+    cache = False
+
+    def __init__(self, out_shape, like, kind="bf16"):
+        self.out_shape, self.device, self.out_map = tuple(out_shape), like.get_device(), (None, None, kind)
+
+    def for_out(self, out):
+        return lambda stream: out.zero_()     # torch's current stream, which the stream argument names
+
+
+def empty_plan(out_shape, like, kind="bf16"):
+    """The EmptyPlan of a torch call on like's device with an out_shape out of `kind`."""
+    return EmptyPlan(out_shape, like, kind)
+
+
 class Plan:
     """The prepared launch of a torch call's inputs; for_out copies it with one output's map in its slot, so
     that each cached call has its own parameters: a call writes no shared state and needs no lock."""
+
+    cache = True
 
     def __init__(self, launch, out_shape, device, out_arg, out_map):
         self.launch, self.out_shape, self.device, self.out_map = launch, tuple(out_shape), device, out_map
@@ -258,10 +385,11 @@ class PlanCache:
     the key inline, the tensors' (data_ptr()..., shape..., stride()..., dtype...) in the order (inputs..., out),
     then any other arguments (a scale), and looks it up in `calls` itself: the hot path is one dict lookup and
     the launch. A miss goes to `add`, which makes one Plan per inputs (plan(*inputs, *others)) and one launch
-    from it per output."""
+    from it per output, after the checks that only a new key needs (check_out: out's layout, device, overlap with
+    the inputs), so that the hot path does none of them. dims: the output's sizes' names for the errors."""
 
-    def __init__(self, plan, who, names=("a", "b"), limit=1024):
-        self.plan, self.who, self.names, self.limit = plan, who, names, limit
+    def __init__(self, plan, who, names=("a", "b"), limit=1024, dims=None):
+        self.plan, self.who, self.names, self.limit, self.dims = plan, who, names, limit, dims
         self.calls, self.plans = {}, {}
         self.n = len(names) + 1
 
@@ -276,10 +404,13 @@ class PlanCache:
         plan = self.plans.get(ik)
         if plan is None:
             plan = self.plans[ik] = self.plan(*tensors[:-1], *key[4 * n:])
-        check_out(out, plan.out_shape, self.who, plan.out_map[2])
         if out.get_device() != plan.device:
-            raise ValueError(f"{self.who}: out is on cuda:{out.get_device()} and {self.names[0]} on cuda:{plan.device}")
-        call = self.calls[key] = (plan.for_out(out), torch_stream(), plan.device)
+            raise ValueError(f"{self.who}: out is on cuda:{out.get_device()} and {self.names[0]} on cuda:{plan.device}; "
+                             f"all must be on the same device")
+        check_out(out, plan.out_shape, self.who, plan.out_map[2], tensors[:-1], self.names, self.dims)
+        call = (plan.for_out(out), torch_stream(), plan.device)
+        if getattr(plan, "cache", True):     # EmptyPlan's calls hold their out: made anew each time
+            self.calls[key] = call
         return call
 
     def clear(self):

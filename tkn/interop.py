@@ -7,7 +7,10 @@ Users hand us numpy arrays, torch tensors (CPU or CUDA), cupy arrays, numba devi
 torch and cupy are never imported here: if an array is a torch tensor, torch is already in ``sys.modules``.
 
 bf16: numpy has no bf16, so on the kernel side bf16 data is uint16 bits (DESIGN.md). Asking for
-``dtype="bfloat16"`` accepts torch bf16 tensors, ml_dtypes bf16 arrays and uint16 arrays (taken as bits).
+``dtype="bfloat16"`` accepts torch bf16 tensors, ml_dtypes bf16 arrays and uint16 arrays (taken as bits); fp8
+e4m3 likewise (torch.float8_e4m3fn, ml_dtypes.float8_e4m3fn, uint8 bits). Outputs come back in the caller's
+spelling: `empty` / `to_user` give ml_dtypes arrays for numpy data of an ml_dtypes dtype, bits for bits.
+ml_dtypes is optional: imported only when such an array is seen.
 torch bf16 has no ``__cuda_array_interface__`` typestr, so we build the interface ourselves from
 ``data_ptr()``/``stride()`` with typestr ``<u2``.
 
@@ -22,8 +25,8 @@ import numpy as np
 from tkn.ptx import SIM, dtypes
 from tkn.ptx.dtypes import dtype_name  # the one vocabulary (ptx/dtypes.py); re-exported
 
-__all__ = ["ArrayInfo", "array_info", "check_array", "as_device_array", "empty", "to_user", "copy_back",
-           "current_stream", "context_missing", "dtype_name", "kernel_dtype"]
+__all__ = ["ArrayInfo", "array_info", "check_array", "as_device_array", "empty", "to_user", "copy_back", "zero",
+           "current_stream", "context_missing", "dtype_name", "kernel_dtype", "where", "extent"]
 
 
 def kernel_dtype(name, bits=False):
@@ -33,6 +36,27 @@ def kernel_dtype(name, bits=False):
     if k is not None and (k.bits is not None or (bits and k.name == "f16")):
         return np.dtype(k.storage)
     return np.dtype(name)
+
+
+_ML_NAMES = ("bfloat16", "float8_e4m3fn")      # numpy's own dtypes never have these names: ml_dtypes' do
+
+
+def _ml_dtypes_array(x):
+    """True for a numpy array of an ml_dtypes dtype tkn knows (bf16, fp8 e4m3)."""
+    return isinstance(x, np.ndarray) and x.dtype.name in _ML_NAMES
+
+
+def ml_dtype(name):
+    """The ml_dtypes numpy dtype of `name` (bfloat16 / float8_e4m3fn, any spelling), or None for any other dtype;
+    ml_dtypes is imported here, on first need (it is optional)."""
+    name = dtype_name(name)
+    if name not in _ML_NAMES:
+        return None
+    try:
+        import ml_dtypes
+    except ImportError as e:   # only reached for an ml_dtypes array, so it is installed; say so if not
+        raise ImportError(f"tkn: {name} numpy arrays need the ml_dtypes package (pip install ml_dtypes)") from e
+    return np.dtype(getattr(ml_dtypes, name))
 
 
 class ArrayInfo(NamedTuple):
@@ -115,8 +139,28 @@ def _is_c_contiguous(shape, strides, itemsize):
     return True
 
 
-def _where(device):
+def where(device):
+    """How an error names a device: 'cpu (host memory)', 'cuda:N', or 'an unknown device'."""
+    if device is None:
+        return "an unknown device"
     return "cpu (host memory)" if device == -1 else f"cuda:{device}"
+
+
+_where = where
+
+
+def extent(info):
+    """(lowest, one past the highest) byte address that array `info` (an ArrayInfo) touches; (ptr, ptr) when it
+    has no elements."""
+    if 0 in tuple(info.shape):
+        return info.ptr, info.ptr
+    lo = hi = info.ptr
+    for n, s in zip(info.shape, info.strides):
+        if s < 0:
+            lo += (n - 1) * s
+        else:
+            hi += (n - 1) * s
+    return lo, hi + info.itemsize
 
 
 def _accepted(dtype):
@@ -139,6 +183,7 @@ def check_array(x, name, dtype=None, ndim=None, contiguous=True, align=16, devic
     align: required byte alignment of the data pointer (0 or 1: none). With contiguous="last" and align >= 16
         the other strides must be multiples of 16 bytes too (a TMA rule).
     device: required CUDA ordinal, -1 for host memory, None: any.
+    An array with no elements has no layout and no data: its strides and pointer are not checked.
     """
     info = array_info(x, name)
     what = f"{info.framework} array of shape {tuple(info.shape)}"
@@ -150,14 +195,17 @@ def check_array(x, name, dtype=None, ndim=None, contiguous=True, align=16, devic
     if ndim is not None and len(info.shape) != ndim:
         raise ValueError(f"argument '{name}': expected a {ndim}-d array, got {len(info.shape)}-d ({what})")
     elems = tuple(s // info.itemsize if s % info.itemsize == 0 else s / info.itemsize for s in info.strides)
+    empty = 0 in tuple(info.shape)
+    if device is not None and info.device is not None and info.device != device:
+        raise ValueError(f"argument '{name}': is on {_where(info.device)}, expected {_where(device)} ({what})")
+    if empty:
+        return info
     if contiguous is True and not _is_c_contiguous(info.shape, info.strides, info.itemsize):
         raise ValueError(f"argument '{name}': must be C-contiguous, got strides {elems} (in elements) for "
                          f"{what}; copy it first (.contiguous() / np.ascontiguousarray)")
     if contiguous == "last" and info.shape and info.shape[-1] != 1 and info.strides[-1] != info.itemsize:
         raise ValueError(f"argument '{name}': the last dimension must be contiguous (stride 1), got strides "
                          f"{elems} (in elements) for {what}")
-    if device is not None and info.device is not None and info.device != device:
-        raise ValueError(f"argument '{name}': is on {_where(info.device)}, expected {_where(device)} ({what})")
     if align and align > 1:
         if info.ptr % align:
             raise ValueError(f"argument '{name}': data pointer 0x{info.ptr:x} is not {align}-byte aligned "
@@ -195,6 +243,8 @@ def as_device_array(x, name, dtype=None, ndim=None, contiguous=True, align=16, d
     kernel's writes, allocate outputs with `empty(..., like=x)` and return `to_user(out, like=x)`.
     Simulator: a numpy array viewing `x` (host data only).
     bf16 comes out as uint16 bits; f16 as float16, or uint16 bits with bits=True.
+    With contiguous="last" and align >= 16 (what TMA takes), a host copy keeps rows 16-byte aligned: a 2-d+ view
+    whose rows are not a multiple of 16 bytes long is copied into padded rows (a view of them comes back).
     """
     if SIM:
         info = check_array(x, name, dtype, ndim, contiguous, align, None)
@@ -206,7 +256,7 @@ def as_device_array(x, name, dtype=None, ndim=None, contiguous=True, align=16, d
     from numba import cuda
     if array_info(x, name).device == -1:  # host data is copied: alignment is the copy's (256 B), not ours
         info = check_array(x, name, dtype, ndim, contiguous, 0, None)
-        return cuda.to_device(np.ascontiguousarray(_host_view(info, bits)))
+        return _device_copy(_host_view(info, bits), contiguous == "last" and align >= 16)
     if device is None:
         device = cuda.get_current_device().id
     info = check_array(x, name, dtype, ndim, contiguous, align, device)
@@ -219,6 +269,19 @@ def as_device_array(x, name, dtype=None, ndim=None, contiguous=True, align=16, d
     return cuda.from_cuda_array_interface(desc, owner=x, sync=False)
 
 
+def _device_copy(h, rows16):
+    """Host array h copied to the device, C-contiguous; rows16: with its rows padded to a multiple of 16 bytes
+    (a view of the first shape[-1] elements of each comes back), so that TMA can still read it."""
+    from numba import cuda
+    n = h.shape[-1] if h.ndim else 0
+    if not rows16 or h.ndim < 2 or h.size == 0 or (n * h.itemsize) % 16 == 0:
+        return cuda.to_device(np.ascontiguousarray(h))
+    w = -(-(n * h.itemsize) // 16) * 16 // h.itemsize
+    padded = np.zeros(h.shape[:-1] + (w,), h.dtype)
+    padded[..., :n] = h
+    return cuda.to_device(padded)[(slice(None),) * (h.ndim - 1) + (slice(0, n),)]
+
+
 def _on_host(x):
     return x is None or isinstance(x, np.ndarray) or (_torch_tensor(x) and not x.is_cuda)
 
@@ -227,9 +290,14 @@ def empty(shape, dtype, like=None):
     """An uninitialised output for data like `like`: torch CUDA -> torch on its device, cupy -> cupy,
     numba -> numba. Host data (numpy, CPU torch, None): under the simulator numpy (torch for torch), on a GPU a
     numba device array that `to_user(out, like)` brings back. bf16 is torch.bfloat16 in torch, uint16 bits
-    elsewhere."""
+    elsewhere, except for numpy `like` of an ml_dtypes dtype: there bf16 and e4m3 outputs are ml_dtypes arrays
+    (under the simulator here; on a GPU `to_user` makes them so)."""
     name = dtype_name(dtype)
     shape = (shape,) if isinstance(shape, int) else tuple(shape)
+    if SIM and _ml_dtypes_array(like):
+        ml = ml_dtype(name)
+        if ml is not None:
+            return np.empty(shape, dtype=ml)
     if _torch_tensor(like) and (SIM or like.is_cuda):
         torch = sys.modules["torch"]
         return torch.empty(shape, dtype=getattr(torch, name), device=like.device)
@@ -255,10 +323,16 @@ def to_user(out, like=None, dtype=None):
     """`out` as the caller expects it: for host `like` (numpy, CPU torch, None) on a GPU, `out` (a numba device
     array from `empty`) copied back to the host, as torch if `like` is torch. `dtype` is out's logical dtype,
     which torch needs to turn uint16 bits back into bfloat16 / float16 (default: like's dtype if it is one of
-    those). Anything else is returned as is."""
+    those). Numpy `like` of an ml_dtypes dtype: bf16 / e4m3 bits come back as ml_dtypes arrays (`dtype`, else
+    like's). Anything else is returned as is."""
     if SIM or not _on_host(like) or not hasattr(out, "copy_to_host"):
         return out
     arr = out.copy_to_host()
+    if _ml_dtypes_array(like):
+        ml = ml_dtype(dtype if dtype is not None else like.dtype.name)
+        if ml is not None and arr.dtype == kernel_dtype(ml.name):
+            return arr.view(ml)
+        return arr
     if _torch_tensor(like):
         torch = sys.modules["torch"]
         if dtype is None:
@@ -275,6 +349,37 @@ def copy_back(dev, host):
         host.copy_(_to_torch(arr, host.dtype))
     else:
         host[...] = arr if arr.dtype == host.dtype else arr.view(host.dtype)
+
+
+def zero(x, stream=None):
+    """Fill array `x` (numpy, torch, cupy, numba device array; any 2-d layout with unit inner stride on the
+    device) with zeros, on `stream` (default: current_stream(x))."""
+    info = array_info(x, "x")
+    if 0 in tuple(info.shape):
+        return x
+    if info.framework == "numpy":
+        x[...] = 0
+    elif info.framework == "torch":
+        x.zero_()
+    elif info.framework == "cupy":
+        x.fill(0)
+    elif SIM:                      # the simulator's device arrays are numpy arrays in disguise
+        info.obj._ary[...] = 0
+    else:
+        from cuda.bindings import driver
+        shape, strides = tuple(info.shape), tuple(info.strides)
+        if _is_c_contiguous(shape, strides, info.itemsize):
+            width, pitch, height = int(np.prod(shape)) * info.itemsize, 0, 1
+        elif len(shape) == 2 and (strides[1] == info.itemsize or shape[1] == 1):
+            width, pitch, height = shape[1] * info.itemsize, strides[0], shape[0]
+        else:
+            raise ValueError(f"tkn.interop.zero: strides {strides} (bytes) of a {info.framework} array: only "
+                             f"contiguous or 2-d row-strided device arrays")
+        s = current_stream(x) if stream is None else stream
+        err, = driver.cuMemsetD2D8Async(info.ptr, pitch or width, 0, width, height, driver.CUstream(s or 0))
+        if err != driver.CUresult.CUDA_SUCCESS:
+            raise RuntimeError(f"cuMemsetD2D8Async failed: {err}")
+    return x
 
 
 _raw_stream = None

@@ -24,8 +24,11 @@ import threading
 
 import numpy as np
 
+import tkn
 from tkn import interop
 from tkn.ptx import SIM
+
+tkn._explain_missing_driver()   # no GPU: every device call says so, and how to use the emulator
 
 __all__ = ["Kernel", "launch"]
 
