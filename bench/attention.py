@@ -110,16 +110,27 @@ def main(quick=False, fwd_only=False, progress=None):
                 rec["bwd"] = _entry(list(bw), [2.5 * f / x / 1e9 for x in t])
                 _row(s, "bwd", rec["bwd"])
         records.append(rec)
+        write("attention", "TFLOP/s", records, **_extra())        # after each shape: a cut-off run keeps its rows
         del q, k, v, fns
         torch.cuda.empty_cache()
-    extra = {"method": "GPU time: median of windows of calls queued behind a spin kernel (CUDA events); per_call: "
-                       "each call alone on an idle GPU. bf16, SDPA layout [B, H, N, D]; fa4 gets [B, N, H, D] "
-                       "copies made outside the timing. bwd: torch.autograd.grad of the output (2.5x fwd flops)."}
-    if fa4_func is None:
-        extra["fa4_missing"] = FA4_WHY
-    path = write("attention", "TFLOP/s", records, **extra)
+    path = write("attention", "TFLOP/s", records, **_extra())
     print("wrote", path)
     return records
+
+
+def _extra():
+    extra = {"method": "GPU time: median of windows of calls queued behind a spin kernel (CUDA events); per_call: "
+                       "each call alone on an idle GPU. bf16, SDPA layout [B, H, N, D] (B = 65536 / N tokens); fa4 "
+                       "gets [B, N, H, D] copies made outside the timing. bwd: torch.autograd.grad of the output "
+                       "(2.5x fwd flops)."}
+    if fa4_func is None:
+        extra["fa4_missing"] = FA4_WHY
+    return extra
+
+
+def run(out_dir=None, progress=None, quick=False):
+    """The `python -m tkn bench` entry."""
+    return main(quick=quick, progress=progress)
 
 
 def _entry(names, vals):

@@ -3,6 +3,8 @@
 #   check     the GPU test tier and compute-sanitizer (memcheck, racecheck, synccheck) side by side, cache timing
 #   sweep     GEMM configurations vs cuBLAS (bench/gemm_sweep.py)
 #   bench     the host-time profile, bench/gemm.py, gemm_grad.py, gemm_fp8.py (bench/results/*.json), the ladder
+#   new       the whole GPU test tier and compute-sanitizer on the attention, norm and rotary kernels, side by side
+#   kernels   attention (against cuDNN, FA2 and, installed first with .carry/fa4b carried, FA4), norms, rotary
 # Logs and result files go to $OUT (the device tool brings them back); a summary is printed last.
 export PYTHONPATH=.
 OUT=${OUT:-/tmp/tkn_out}
@@ -16,6 +18,24 @@ for phase in "$@"; do
       timeout 420 compute-sanitizer --tool $tool python bench/sanitize.py > "$OUT/sanitize_$tool.txt" 2>&1 &
     done
     wait
+    ;;
+  new)
+    timeout 60 python bench/attn_host.py > "$OUT/attn_host.txt" 2>&1
+    timeout ${TEST_S:-330} python -m pytest tests -q -n 12 -p no:cacheprovider > "$OUT/tests.txt" 2>&1 &
+    for tool in memcheck racecheck synccheck; do
+      timeout ${SAN_S:-330} compute-sanitizer --tool $tool python bench/sanitize_new.py > "$OUT/sanitize_$tool.txt" 2>&1 &
+    done
+    wait
+    ;;
+  kernels)
+    if [ -f .carry/fa4b/install.sh ]; then
+      bash .carry/fa4b/install.sh > "$OUT/fa4_install.txt" 2>&1
+      export PYTHONPATH=/tmp/fa4site:/tmp/fa4site/nvidia_cutlass_dsl/dsl_packages:$PYTHONPATH
+    fi
+    [ -d .carry/liger/site ] && export PYTHONPATH=$PYTHONPATH:$PWD/.carry/liger/site
+    timeout ${ATTN_S:-300} python bench/attention.py > "$OUT/attention.txt" 2>&1
+    timeout 120 python bench/norms.py > "$OUT/norms.txt" 2>&1
+    timeout 90 python bench/rotary.py > "$OUT/rotary.txt" 2>&1
     ;;
   sweep)
     python bench/gemm_sweep.py > "$OUT/sweep.txt" 2>&1

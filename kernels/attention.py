@@ -324,7 +324,11 @@ def attention(q, k, v, *, causal=False, scale=None, return_lse=False):
     any strides with a unit, 16-byte-aligned last dimension. scale defaults to 1/sqrt(D). causal: query i sees keys
     j <= i + Nk - N (FlashAttention's bottom-right alignment; SDPA's is_causal when N == Nk); a row that sees no key
     gives zeros (and lse +inf). Returns O [B, Hq, N, D] bf16, and with return_lse the row logsumexp of the scaled
-    scores (natural log, float32 [B, Hq, N]). Differentiable for torch tensors that require grad."""
+    scores (natural log, float32 [B, Hq, N]). Differentiable for torch tensors that require grad (through the
+    torch.library op tkn.torch.attention; its backward is kernels/attention_bwd.py)."""
+    if _differentiable(q, k, v):
+        import tkn.torch
+        return tkn.torch.attention(q, k, v, causal=causal, scale=scale, return_lse=return_lse)
     o, lse = forward(q, k, v, causal, scale)
     return (o, lse) if return_lse else o
 
@@ -334,5 +338,15 @@ def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seql
     """Attention over packed sequences, FlashAttention's varlen interface: q [total_q, Hq, D], k and v
     [total_k, Hkv, D]; sequence b is rows cu_seqlens[b] .. cu_seqlens[b+1] (int32 [batch + 1], cumulative);
     max_seqlen_q / _k bound the lengths. No padding is computed. lse: float32 [Hq, total_q]."""
+    if _differentiable(q, k, v):
+        import tkn.torch
+        return tkn.torch.attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k,
+                                          causal=causal, scale=scale, return_lse=return_lse)
     o, lse = forward(q, k, v, causal, scale, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     return (o, lse) if return_lse else o
+
+
+def _differentiable(*xs):
+    """torch tensors of which one requires grad, with grad enabled: the autograd op (tkn.torch) takes the call."""
+    return (isinstance(xs[0], host.Tensor) and host.torch.is_grad_enabled()
+            and any(isinstance(x, host.Tensor) and x.requires_grad for x in xs))

@@ -16,6 +16,7 @@ Benchmarks are discovered: every bench/<name>.py of the source checkout that def
 `run(out_dir=None, progress=None, quick=False)` (see `bench_scripts`).
 """
 import argparse
+import importlib
 import os
 import sys
 import time
@@ -212,6 +213,48 @@ def _demo_gemm_fp8(ctx):
     ref = scale * (flt(a).astype(np.float64) @ flt(w).astype(np.float64).T)
     note = "" if ctx.sim else "torch is not installed: no cuBLASLt to time against (pip install torch)"
     return [Check(f"{M}x{N}x{K}", ctx.rel_err(tkn.ptx.bf16_float(np.asarray(out)), ref), 1e-2, note=note)]
+
+
+@demo_entry("attention", "Warpgroups in a pipeline: attention forward and backward (tkn.kernels.attention)",
+            "O = softmax(Q K^T / sqrt(D)) V without ever storing the N x N scores. A block is 3 warpgroups: the",
+            "producer streams K and V tiles by TMA into a ring of shared-memory stages; each consumer owns 64",
+            "query rows: S = Q K^T by wgmma into registers, an online softmax (running max and sum, exp2), then",
+            "O += P V with P straight from registers as wgmma's A operand. The backward recomputes P per tile.")
+def _demo_attention(ctx):
+    import math
+    import numpy as np
+    import tkn
+    A = importlib.import_module("tkn.kernels.attention")
+    torch = _torch_gpu(ctx)
+    if torch is not None:
+        import torch.nn.functional as F
+        B, H, N, D = 8, 16, 4096, 128
+        q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+                   for _ in range(3))
+        o = A.attention(q, k, v, causal=True)
+        g = torch.randn_like(o)
+        dq, dk, dv = torch.autograd.grad(o, (q, k, v), g)
+        qd, kd, vd = (x.detach().double().requires_grad_() for x in (q, k, v))
+        ref = F.scaled_dot_product_attention(qd, kd, vd, is_causal=True)
+        rq, rk, rv = torch.autograd.grad(ref, (qd, kd, vd), g.double())
+        err = lambda a, b: ((a.double() - b).norm() / b.norm()).item()    # noqa: E731
+        with torch.no_grad():
+            fwd = ctx.speed({"tkn": lambda: A.attention(q, k, v, causal=True),
+                             "cuDNN (torch SDPA)": lambda: F.scaled_dot_product_attention(q, k, v, is_causal=True)},
+                            2 * B * H * N * N * D)
+        return [Check(f"fwd {B}x{H}x{N}x{D} causal", err(o, ref), 2e-2, fwd),
+                Check("bwd dq", err(dq, rq), 3e-2), Check("bwd dk", err(dk, rk), 3e-2),
+                Check("bwd dv", err(dv, rv), 3e-2)]
+    B, H, N, D = 1, 2, 64, 64
+    bits, flt = tkn.ptx.bf16_bits, tkn.ptx.bf16_float
+    q, k, v = (bits(ctx.rng.standard_normal((B, H, N, D))) for _ in range(3))
+    o = A.attention(q, k, v, causal=True)
+    qf, kf, vf = (flt(x).astype(np.float64) for x in (q, k, v))
+    s = np.where(np.tri(N, dtype=bool), qf @ kf.swapaxes(-1, -2) / math.sqrt(D), -np.inf)
+    p = np.exp(s - s.max(-1, keepdims=True))
+    ref = (p / p.sum(-1, keepdims=True)) @ vf
+    return [Check(f"fwd {B}x{H}x{N}x{D} causal", ctx.rel_err(flt(np.asarray(o)), ref), 2e-2,
+                  note="the backward runs in the test suite (tests/test_attention_bwd.py): slow on the emulator")]
 
 
 def cmd_demo(args):
@@ -660,6 +703,26 @@ def _sass_one_warp():
 def _sass_attention_example():
     mod = _examples_module("attention_fwd_minimal")
     return mod.attn_fwd, mod.signature()
+
+
+def _attention_variant(D, causal, direction="fwd"):
+    def fn():
+        if direction == "fwd":
+            k, sig = importlib.import_module("tkn.kernels.attention").kernel_for(D, causal)
+        else:
+            k, sig = importlib.import_module("tkn.kernels.attention_bwd").kernel_for(D, causal, False, False)
+        return k, sig, {"threads": k.threads, "dynamic shared memory": f"{k.plan.launch_bytes} bytes"}
+    return fn
+
+
+for _d in (64, 128):
+    for _c in (False, True):
+        _tag = f"d{_d}{'_causal' if _c else ''}"
+        sass_entry(f"attention_{_tag}", f"attention forward, D={_d}{', causal' if _c else ''}")(
+            _attention_variant(_d, _c))
+        sass_entry(f"attention_bwd_{_tag}", f"attention backward (dk, dv, dq by atomics), D={_d}"
+                   f"{', causal' if _c else ''}")(_attention_variant(_d, _c, "bwd"))
+SASS["attention"] = SASS["attention_d128"]
 
 
 # Instructions worth naming, in the order printed: (opcode prefix, what it is)

@@ -26,7 +26,7 @@ if not hasattr(torch, "library") or not hasattr(torch.library, "custom_op"):
 
 from tkn import host  # noqa: E402
 
-__all__ = ["custom_op", "gemm", "gemm_fp8"]
+__all__ = ["custom_op", "gemm", "gemm_fp8", "attention", "attention_varlen"]
 
 NAMESPACE = "tkn"
 
@@ -141,3 +141,115 @@ def _gemm_fp8_fake(a, b, scale):
 gemm_fp8 = custom_op("gemm_fp8", _gemm_fp8_impl, _gemm_fp8_fake)
 gemm_fp8.__doc__ = ("tkn::gemm_fp8(a, b, scale) = scale * (a @ b), a and b fp8 e4m3 (b = w.T), bf16 out: "
                     "tkn.kernels.gemm_fp8 as a torch custom op (no autograd).")
+
+
+# ----------------------------------------------------------------------------------------------------- attention
+
+def _attention_modules():
+    import tkn.kernels.attention  # noqa: F401
+    import tkn.kernels.attention_bwd  # noqa: F401
+    return sys.modules["tkn.kernels.attention"], sys.modules["tkn.kernels.attention_bwd"]
+
+
+_A, _AB = _attention_modules()
+
+
+def _attn_fwd_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, causal: bool, scale: float,
+                   deterministic: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return _A.forward(q, k, v, causal, scale)
+
+
+def _attn_fwd_fake(q, k, v, causal, scale, deterministic):
+    torch._check(q.dim() == 4 and k.dim() == 4 and v.dim() == 4, lambda: "tkn::attention: q, k, v must be 4-d")
+    torch._check(q.shape[-1] in (64, 128), lambda: f"tkn::attention: head dim must be 64 or 128, got {q.shape[-1]}")
+    return torch.empty_like(q, memory_format=torch.contiguous_format), \
+        q.new_empty(q.shape[:3], dtype=torch.float32)
+
+
+def _attn_bwd_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
+                   do: torch.Tensor, causal: bool, scale: float,
+                   deterministic: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    c = [x.contiguous() for x in (q, k, v, o, do)]
+    return _AB.attention_bwd(*c[:4], lse.contiguous(), c[4], causal=causal, scale=scale, deterministic=deterministic)
+
+
+def _attn_bwd_fake(q, k, v, o, lse, do, causal, scale, deterministic):
+    return tuple(torch.empty_like(x, memory_format=torch.contiguous_format) for x in (q, k, v))
+
+
+_attn_bwd = custom_op("attention_bwd", _attn_bwd_impl, _attn_bwd_fake)
+
+
+def _attn_save(ctx, inputs, output):
+    q, k, v, ctx.causal, ctx.scale, ctx.deterministic = inputs
+    ctx.save_for_backward(q, k, v, *output)
+
+
+def _attn_backward(ctx, do, dlse):
+    q, k, v, o, lse = ctx.saved_tensors
+    dq, dk, dv = _attn_bwd(q, k, v, o, lse, do, ctx.causal, ctx.scale, ctx.deterministic)
+    return dq, dk, dv, None, None, None
+
+
+_attn_fwd = custom_op("attention", _attn_fwd_impl, _attn_fwd_fake, _attn_backward, setup_context=_attn_save)
+
+
+def attention(q, k, v, *, causal=False, scale=None, return_lse=False, deterministic=False):
+    """tkn::attention (torch.ops.tkn.attention): tkn.kernels.attention as a torch custom op, differentiable (the
+    backward is tkn::attention_bwd; deterministic=True makes dq bitwise repeatable) and traceable by
+    torch.compile. q [B, Hq, N, D], k, v [B, Hkv, Nk, D] bf16 CUDA tensors."""
+    s = 1.0 / q.shape[-1] ** 0.5 if scale is None else float(scale)
+    o, lse = _attn_fwd(q, k, v, bool(causal), s, bool(deterministic))
+    return (o, lse) if return_lse else o
+
+
+def _varlen_fwd_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor,
+                     max_q: int, max_k: int, causal: bool, scale: float,
+                     deterministic: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    return _A.forward(q, k, v, causal, scale, cu_q, cu_k, max_q, max_k)
+
+
+def _varlen_fwd_fake(q, k, v, cu_q, cu_k, max_q, max_k, causal, scale, deterministic):
+    torch._check(q.dim() == 3, lambda: "tkn::attention_varlen: q must be [total, H, D]")
+    return torch.empty_like(q, memory_format=torch.contiguous_format), \
+        q.new_empty((q.shape[1], q.shape[0]), dtype=torch.float32)
+
+
+def _varlen_bwd_impl(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, o: torch.Tensor, lse: torch.Tensor,
+                     do: torch.Tensor, cu_q: torch.Tensor, cu_k: torch.Tensor, max_q: int, max_k: int, causal: bool,
+                     scale: float, deterministic: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    c = [x.contiguous() for x in (q, k, v, o, do)]
+    return _AB.attention_bwd(*c[:4], lse.contiguous(), c[4], causal=causal, scale=scale, deterministic=deterministic,
+                             cu_seqlens_q=cu_q, cu_seqlens_k=cu_k, max_seqlen_q=max_q, max_seqlen_k=max_k)
+
+
+def _varlen_bwd_fake(q, k, v, o, lse, do, cu_q, cu_k, max_q, max_k, causal, scale, deterministic):
+    return tuple(torch.empty_like(x, memory_format=torch.contiguous_format) for x in (q, k, v))
+
+
+_varlen_bwd = custom_op("attention_varlen_bwd", _varlen_bwd_impl, _varlen_bwd_fake)
+
+
+def _varlen_save(ctx, inputs, output):
+    q, k, v, cu_q, cu_k, ctx.max_q, ctx.max_k, ctx.causal, ctx.scale, ctx.deterministic = inputs
+    ctx.save_for_backward(q, k, v, cu_q, cu_k, *output)
+
+
+def _varlen_backward(ctx, do, dlse):
+    q, k, v, cu_q, cu_k, o, lse = ctx.saved_tensors
+    dq, dk, dv = _varlen_bwd(q, k, v, o, lse, do, cu_q, cu_k, ctx.max_q, ctx.max_k, ctx.causal, ctx.scale,
+                             ctx.deterministic)
+    return dq, dk, dv, None, None, None, None, None, None, None
+
+
+_varlen_fwd = custom_op("attention_varlen", _varlen_fwd_impl, _varlen_fwd_fake, _varlen_backward,
+                        setup_context=_varlen_save)
+
+
+def attention_varlen(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k, *, causal=False, scale=None,
+                     return_lse=False, deterministic=False):
+    """tkn::attention_varlen: packed sequences (FlashAttention's varlen interface) as a differentiable torch op."""
+    s = 1.0 / q.shape[-1] ** 0.5 if scale is None else float(scale)
+    o, lse = _varlen_fwd(q, k, v, cu_seqlens_q, cu_seqlens_k, int(max_seqlen_q), int(max_seqlen_k), bool(causal), s,
+                         bool(deterministic))
+    return (o, lse) if return_lse else o
