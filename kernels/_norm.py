@@ -13,9 +13,9 @@ Forward: one row group per block, y = (h - mean) * rstd * w + b with h = dropout
 (h is stored rounded to bf16 when asked; the statistics are of the f32 h, which the backward recomputes
 exactly). mean and rstd (f32, one per row) are saved.
 Backward: persistent blocks (as many as fit at once) walk the row groups in a fixed order; each thread keeps
-its columns' running sums of dy * xhat and dy in its own slots of dynamic shared memory (registers hold h and
-dy: twice the bytes in flight an SM would get with the sums in registers too) and writes them at the end as one
-f32 row of a (blocks * R, H) workspace; a second kernel sums that workspace's columns in a fixed order into dweight and dbias
+its columns' running sums of dy * xhat and dy in its own slots of dynamic shared memory (registers hold only h
+and g = dy * w) and writes them at the end as one f32 row of a (blocks * R, H) workspace; a second kernel sums
+that workspace's columns in a fixed order into dweight and dbias
 (bf16). No atomics: the results are bitwise repeatable run to run.
 
 Dropout (Philox4x32-10, counter-based, nothing stored). Element i of the flattened (rows, H) input, i = row*H +
@@ -30,7 +30,7 @@ import math
 from typing import NamedTuple
 
 import numpy as np
-from numba import cuda, float32, int32, uint16, uint64
+from numba import cuda, float32, uint16, uint64
 from numba.cuda import types
 
 import tkn
@@ -309,6 +309,7 @@ FWD_SIG = (U16_2D, U16_2D, U16_1D, U16_1D, U16_2D, U16_2D, F32_1D, F32_1D, types
            types.uint64, types.uint64, types.uint64, types.float32)
 BWD_SIG = (U16_2D, U16_2D, U16_2D, U16_1D, U16_2D, F32_1D, F32_1D, U16_2D, U16_2D, F32_2D, F32_2D, types.int32,
            types.int32, types.uint64, types.uint64, types.uint64, types.float32)
+BWD_THREADS_PER_SM = 0        # 512: launch bounds for 512 threads an SM; measured here to spill the LayerNorm backward
 COLSUM_SIG = (F32_2D, F32_2D, U16_1D, U16_1D, types.int32, types.int32)
 
 _kernels = {}
@@ -522,7 +523,11 @@ def _make_bwd(H, cfg, rms, has_res, drop, has_dh, write_dres, has_db):
         write_parts(part_w, part_b, blk * R + group, t, aw, ab, sb)
 
     norm_bwd.__name__ = f"{'rms' if rms else 'layer'}norm_bwd_{H}"
-    return tkn.kernel(norm_bwd), R * T, 4 * SLOTS * (2 if has_db else 1)
+    # launch bounds: the block size, and BWD_THREADS_PER_SM // block resident blocks when set. ptxas gives the
+    # LayerNorm backward ~165 registers (1 block of 256 threads an SM at hidden 8192); capping it at 128 spilled
+    block = R * T
+    return (tkn.kernel(norm_bwd, threads=block, min_blocks=max(1, BWD_THREADS_PER_SM // block)), block,
+            4 * SLOTS * (2 if has_db else 1))
 
 
 COLSUM_SLICES = 2 if SIM else 16         # warps a column block's partial rows are split over (few simulated threads)
