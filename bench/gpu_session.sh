@@ -20,8 +20,9 @@ for phase in "$@"; do
     wait
     ;;
   new)
-    timeout 60 python bench/attn_host.py > "$OUT/attn_host.txt" 2>&1
-    timeout ${TEST_S:-330} python -m pytest tests -q -n 12 -p no:cacheprovider > "$OUT/tests.txt" 2>&1 &
+    [ -f .carry/fa4a/part-a ] && cp .carry/fa4a/part-a /tmp/fa4-part-a    # FA4's first half, for phase kernels
+    timeout 40 python bench/attn_host.py > "$OUT/attn_host.txt" 2>&1
+    timeout ${TEST_S:-330} python -m pytest ${TESTS:-tests} -q -n 12 -p no:cacheprovider > "$OUT/tests.txt" 2>&1 &
     for tool in memcheck racecheck synccheck; do
       timeout ${SAN_S:-330} compute-sanitizer --tool $tool python bench/sanitize_new.py > "$OUT/sanitize_$tool.txt" 2>&1 &
     done
@@ -34,8 +35,8 @@ for phase in "$@"; do
     fi
     [ -d .carry/liger/site ] && export PYTHONPATH=$PYTHONPATH:$PWD/.carry/liger/site
     timeout ${ATTN_S:-300} python bench/attention.py > "$OUT/attention.txt" 2>&1
-    timeout 120 python bench/norms.py > "$OUT/norms.txt" 2>&1
-    timeout 90 python bench/rotary.py > "$OUT/rotary.txt" 2>&1
+    timeout ${NORMS_S:-120} python bench/norms.py > "$OUT/norms.txt" 2>&1
+    timeout ${ROT_S:-90} python bench/rotary.py > "$OUT/rotary.txt" 2>&1
     ;;
   sweep)
     python bench/gemm_sweep.py > "$OUT/sweep.txt" 2>&1
