@@ -70,6 +70,7 @@ def test_doc_blocks_run(path, tmp_path):
     f = tmp_path / (os.path.basename(path).replace(".", "_") + ".py")
     f.write_text(src)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(ROOT)      # the checkout's tkn, installed or not (the GPU machine runs from PYTHONPATH)
     r = subprocess.run([sys.executable, str(f)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     if r.returncode:
         lines = [int(m) for m in re.findall(rf'File "{re.escape(str(f))}", line (\d+)', r.stderr)]

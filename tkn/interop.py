@@ -275,7 +275,7 @@ def _device_copy(h, rows16):
     from numba import cuda
     n = h.shape[-1] if h.ndim else 0
     if not rows16 or h.ndim < 2 or h.size == 0 or (n * h.itemsize) % 16 == 0:
-        return cuda.to_device(np.ascontiguousarray(h))
+        return cuda.to_device(np.array(h, order="C"))    # canonical strides: numpy keeps stride 0 on x[None] axes
     w = -(-(n * h.itemsize) // 16) * 16 // h.itemsize
     padded = np.zeros(h.shape[:-1] + (w,), h.dtype)
     padded[..., :n] = h
