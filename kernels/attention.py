@@ -48,6 +48,16 @@ ARGS = ("B", "H", "group", "N", "Nk", "qblocks", "varlen", "scale2", "cu_q", "cu
 
 
 def signature():
+    """The forward kernel's parameter types (one tuple, made once: the launcher cache is keyed by it)."""
+    if not _SIG:
+        _SIG.append(_signature())
+    return _SIG[0]
+
+
+_SIG = []
+
+
+def _signature():
     from numba.cuda import types as nt
     return ((nt.int64,) * 7 + (nt.float32, nt.int32[::1], nt.int32[::1]) + (nt.uint64,) * 4 + (nt.int64,) * 3
             + (nt.float32[::1], nt.int64, nt.int64))

@@ -257,6 +257,36 @@ def _demo_attention(ctx):
                   note="the backward runs in the test suite (tests/test_attention_bwd.py): slow on the emulator")]
 
 
+@demo_entry("rmsnorm", "Memory-bound: RMSNorm (tkn.kernels.rmsnorm)",
+            "No tensor cores here: the limit is HBM. Each warp owns rows; every thread loads 16 bytes (8 bf16) at a",
+            "time, the row's sum of squares is reduced by warp shuffles, and the row is scaled in registers and",
+            "written once. The speed to compare with is a device copy of the same bytes.")
+def _demo_rmsnorm(ctx):
+    import numpy as np
+    import tkn
+    from tkn.kernels import rmsnorm
+    torch = _torch_gpu(ctx)
+    if torch is not None:
+        rows, H = 65536, 4096
+        x = torch.randn(rows, H, device="cuda", dtype=torch.bfloat16)
+        w = torch.randn(H, device="cuda", dtype=torch.bfloat16)
+        y = rmsnorm(x, w)
+        xd = x.double()
+        ref = xd * torch.rsqrt(xd.pow(2).mean(-1, keepdim=True) + 1e-6) * w.double()
+        err = ((y.double() - ref).norm() / ref.norm()).item()
+        dst = torch.empty_like(x)
+        speed = ctx.speed({"tkn": lambda: rmsnorm(x, w), "device copy": lambda: dst.copy_(x)},
+                          2 * x.numel() * 2, unit_scale=1e9)
+        return [Check(f"{rows}x{H}", err, 1e-2, speed, unit="GB/s")]
+    rows, H = 17, 264
+    bits, flt = tkn.ptx.bf16_bits, tkn.ptx.bf16_float
+    x, w = bits(ctx.rng.standard_normal((rows, H))), bits(ctx.rng.standard_normal(H))
+    y = flt(np.asarray(rmsnorm(x, w))).astype(np.float64)
+    xf, wf = flt(x).astype(np.float64), flt(w).astype(np.float64)
+    ref = xf / np.sqrt((xf ** 2).mean(-1, keepdims=True) + 1e-6) * wf
+    return [Check(f"{rows}x{H}", ctx.rel_err(y, ref), 1e-2)]
+
+
 def cmd_demo(args):
     if args.list:
         for d in DEMOS:
@@ -723,6 +753,29 @@ for _d in (64, 128):
         sass_entry(f"attention_bwd_{_tag}", f"attention backward (dk, dv, dq by atomics), D={_d}"
                    f"{', causal' if _c else ''}")(_attention_variant(_d, _c, "bwd"))
 SASS["attention"] = SASS["attention_d128"]
+
+
+def _norm_variant(H, rms, backward=False):
+    def fn():
+        N = importlib.import_module("tkn.kernels._norm")
+        if backward:
+            k = N.bwd_kernel(H, N.bwd_config(H), rms, False, False, False, False, not rms)[0]
+            return k, N.BWD_SIG, {"config": N.bwd_config(H)}
+        k = N.fwd_kernel(H, N.fwd_config(H), rms, False, False, False, not rms)[0]
+        return k, N.FWD_SIG, {"config": N.fwd_config(H)}
+    return fn
+
+
+for _n, _rms in (("layernorm", False), ("rmsnorm", True)):
+    sass_entry(_n, f"{_n} forward, hidden 4096 (16-byte vector loads, warp reductions)")(_norm_variant(4096, _rms))
+    sass_entry(f"{_n}_bwd", f"{_n} backward, hidden 4096 (per-block column partials)")(_norm_variant(4096, _rms, True))
+
+
+@sass_entry("rotary", "rotary on q and k in one launch, D = 128 GPT-NeoX, f32 cos/sin (the bench's kernel)")
+def _sass_rotary():
+    R = importlib.import_module("tkn.kernels.rotary")
+    cfg = R.Config(8, 8, 0, False, False, False)
+    return R.kernel_for(cfg), R.signature(), {"config": cfg}
 
 
 # Instructions worth naming, in the order printed: (opcode prefix, what it is)
