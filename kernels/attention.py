@@ -201,7 +201,12 @@ def check(q, k, v, who, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
     infos = [interop.check_array(x, n, dtype="bf16", ndim=ndim, contiguous=False, align=16)
              for x, n in ((q, "q"), (k, "k"), (v, "v"))]
     iq, ik, iv = infos
+    if 0 in iq.shape[-1:] + ik.shape:
+        raise ValueError(f"{who}: k, v and the head dim must not be empty, got q {tuple(iq.shape)}, k "
+                         f"{tuple(ik.shape)}")
     for i, n in zip(infos, "qkv"):
+        if 0 in i.shape:
+            continue
         if i.strides[-1] != 2:
             raise ValueError(f"{who}: {n} must have unit stride in its last (head) dimension, got strides "
                              f"{i.strides} bytes; copy it first (.contiguous())")
@@ -233,8 +238,6 @@ def check(q, k, v, who, cu_seqlens_q=None, cu_seqlens_k=None, max_seqlen_q=None,
         (B, H, N, _), (Bk, Hkv, Nk, _) = iq.shape, ik.shape
         if Bk != B:
             raise ValueError(f"{who}: q has batch {B} but k has {Bk}")
-        if N == 0 or Nk == 0 or B == 0:
-            raise ValueError(f"{who}: empty problem q {tuple(iq.shape)}, k {tuple(ik.shape)}")
     if Hkv == 0 or H % Hkv:
         raise ValueError(f"{who}: q's heads ({H}) must be a multiple of k's and v's ({Hkv}) (GQA)")
     return Problem(B, H, Hkv, N, Nk, D, varlen), infos
@@ -287,6 +290,12 @@ def forward(q, k, v, causal=False, scale=None, cu_seqlens_q=None, cu_seqlens_k=N
     who = "attention_varlen" if cu_seqlens_q is not None else "attention"
     pb, (iq, ik, iv) = check(q, k, v, who, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     scale = 1.0 / math.sqrt(pb.D) if scale is None else float(scale)
+    if out is not None:
+        host.check_out(out, iq.shape, who, inputs=(q, k, v), names=("q", "k", "v"))
+    lse_shape = (pb.H, iq.shape[0]) if pb.varlen else (pb.B, pb.H, pb.N)
+    if 0 in iq.shape:              # no queries: empty results, as torch's SDPA gives
+        o = interop.empty(iq.shape, "bf16", like=q) if out is None else out
+        return interop.to_user(o, like=q), interop.to_user(interop.empty(lse_shape, "f32", like=q), like=q)
     t = tiles or TILES[pb.D]
     kern, sig = kernel_for(pb.D, causal, t)
     tc = isinstance(q, host.Tensor) and q.is_cuda       # torch on the GPU: the tensors are the kernel's arrays
@@ -296,17 +305,12 @@ def forward(q, k, v, causal=False, scale=None, cu_seqlens_q=None, cu_seqlens_k=N
                                                     align=align)
     nd = 3 if pb.varlen else 4
     dq, dk, dv = (view(x, n, "bf16", nd) for x, n in ((q, "q"), (k, "k"), (v, "v")))
-    if out is None:
-        o = interop.empty(iq.shape, "bf16", like=q)
-    else:
-        o = out
-        host.check_out(out, iq.shape, who, inputs=(q, k, v), names=("q", "k", "v"))
+    o = interop.empty(iq.shape, "bf16", like=q) if out is None else out
+    lse = interop.empty(lse_shape, "f32", like=q)
     if pb.varlen:
-        lse = interop.empty((pb.H, iq.shape[0]), "f32", like=q)
         cu = [view(c, n, "int32", 1, True, 4) for c, n in ((cu_seqlens_q, "cu_seqlens_q"), (cu_seqlens_k, "cu_seqlens_k"))]
         lse_strides = (0, iq.shape[0])
     else:
-        lse = interop.empty((pb.B, pb.H, pb.N), "f32", like=q)
         cu = [_no_seqs(q)] * 2
         lse_strides = (pb.H * pb.N, pb.N)
     do = view(o, "out", "bf16", nd)                     # numpy out: a device copy

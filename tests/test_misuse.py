@@ -66,7 +66,12 @@ def _import(module, name):
     return get
 
 
-KERNELS = {"gemm": _import("tkn.kernels.gemm", "gemm"), "gemm_fp8": _import("tkn.kernels.gemm_fp8", "gemm_fp8")}
+KERNELS = {"gemm": _import("tkn.kernels.gemm", "gemm"), "gemm_fp8": _import("tkn.kernels.gemm_fp8", "gemm_fp8"),
+           "attention": _import("tkn.kernels.attention", "attention"),
+           "attention_fwd": _import("tkn.kernels.attention", "forward"),
+           "attention_varlen": _import("tkn.kernels.attention", "attention_varlen"),
+           "layernorm": _import("tkn.kernels.layernorm", "layernorm"),
+           "rmsnorm": _import("tkn.kernels.rmsnorm", "rmsnorm"), "rotary": _import("tkn.kernels.rotary", "rotary")}
 
 _rng = np.random.default_rng()
 
@@ -308,7 +313,71 @@ CUDA = [
          raises(ValueError, r"gemm_fp8: a is on cuda:0 and b on cuda:1"), "cuda2"),
 ]
 
-CASES = GEMM + FP8 + TORCH + CUDA
+
+def f32(*shape):
+    return np.zeros(shape, np.float32)
+
+
+def cu(*lens):
+    return np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+
+
+def _empty_attention(result, args, kwargs):
+    o, lse = result
+    assert o.shape == args[0].shape and lse.shape == args[0].shape[:3]
+
+
+# Argument checks of the attention, norm and rotary wrappers: each fails before anything launches.
+OTHERS = [
+    Case("rank", "attention", lambda: (bf(2, 64, 64), bf(2, 64, 64), bf(2, 64, 64)),
+         raises(ValueError, r"argument 'q': expected a 4-d array")),
+    Case("head-dim", "attention", lambda: (bf(1, 2, 8, 96),) * 3, raises(ValueError, r"head dim must be 64 or 128")),
+    Case("k-v-shapes", "attention", lambda: (bf(1, 2, 8, 64), bf(1, 2, 8, 64), bf(1, 2, 9, 64)),
+         raises(ValueError, r"k and v must have one shape")),
+    Case("gqa-heads", "attention", lambda: (bf(1, 3, 8, 64), bf(1, 2, 8, 64), bf(1, 2, 8, 64)),
+         raises(ValueError, r"q's heads \(3\) must be a multiple of k's and v's \(2\)")),
+    Case("batch", "attention", lambda: (bf(2, 2, 8, 64), bf(1, 2, 8, 64), bf(1, 2, 8, 64)),
+         raises(ValueError, r"q has batch 2 but k has 1")),
+    Case("dtype", "attention", lambda: (f32(1, 2, 8, 64), bf(1, 2, 8, 64), bf(1, 2, 8, 64)),
+         raises(TypeError, r"argument 'q': expected dtype bfloat16")),
+    Case("head-stride", "attention", lambda: (bf(1, 2, 8, 128)[..., ::2], bf(1, 2, 8, 64), bf(1, 2, 8, 64)),
+         raises(ValueError, r"q must have unit stride in its last")),
+    Case("no-keys", "attention", lambda: (bf(1, 2, 8, 64), bf(1, 2, 0, 64), bf(1, 2, 0, 64)),
+         raises(ValueError, r"k, v and the head dim must not be empty")),
+    Case("no-queries", "attention_fwd", lambda: (bf(1, 2, 0, 64), bf(1, 2, 8, 64), bf(1, 2, 8, 64)),
+         gives(_empty_attention)),
+    Case("out-shape", "attention_fwd", lambda: ((bf(1, 2, 8, 64),) * 3, dict(out=bf(1, 2, 9, 64))),
+         raises(ValueError, r"attention: out has shape \(1, 2, 9, 64\), expected \(1, 2, 8, 64\)")),
+    Case("out-overlaps-q", "attention_fwd", lambda: (lambda q: ((q, bf(1, 2, 8, 64), bf(1, 2, 8, 64)), dict(out=q)))(
+         bf(1, 2, 8, 64)), raises(ValueError, r"out overlaps q")),
+    Case("cu-dtype", "attention_varlen", lambda: ((bf(8, 2, 64),) * 3 + (cu(8).astype(np.int64), cu(8), 8, 8)),
+         raises(TypeError, r"argument 'cu_seqlens_q': expected dtype int32")),
+    Case("cu-lengths", "attention_varlen", lambda: ((bf(8, 2, 64),) * 3 + (cu(8), cu(4, 4), 8, 8)),
+         raises(ValueError, r"cu_seqlens_q and cu_seqlens_k must both have batch \+ 1")),
+    Case("max-seqlen", "attention_varlen", lambda: ((bf(8, 2, 64),) * 3 + (cu(8), cu(8), 0, 8)),
+         raises(ValueError, r"max_seqlen_q and max_seqlen_k must be >= 1")),
+    Case("dtype", "layernorm", lambda: (f32(4, 64), bf(64), bf(64)), raises(TypeError, r"argument 'x'")),
+    Case("weight-shape", "layernorm", lambda: (bf(4, 64), bf(32), bf(64)),
+         raises(ValueError, r"layernorm: weight has shape \(32,\), expected \(64,\)")),
+    Case("hidden-multiple", "layernorm", lambda: (bf(4, 60), bf(60), bf(60)), raises(ValueError, r"multiple of 8")),
+    Case("hidden-too-big", "layernorm", lambda: (bf(2, 16392), bf(16392), bf(16392)), raises(ValueError, r"16384")),
+    Case("residual-shape", "layernorm", lambda: ((bf(4, 64), bf(64), bf(64)), dict(residual=bf(3, 64))),
+         raises(ValueError, r"residual has shape \(3, 64\)")),
+    Case("dropout-p", "layernorm", lambda: ((bf(4, 64), bf(64), bf(64)), dict(dropout_p=1.5)),
+         raises(ValueError, r"dropout_p must be in \[0, 1\)")),
+    Case("weight-dtype", "rmsnorm", lambda: (bf(4, 64), np.zeros(64)), raises(TypeError, r"argument 'weight'")),
+    Case("rotary-dim", "rotary", lambda: (bf(1, 2, 8, 64), f32(8, 40), f32(8, 40)),
+         raises(ValueError, r"rotary_dim is 80; it must be in 1..D=64")),
+    Case("cos-sin-shapes", "rotary", lambda: (bf(1, 2, 8, 64), f32(8, 16), f32(8, 8)),
+         raises(ValueError, r"cos has shape \(8, 16\) and sin \(8, 8\)")),
+    Case("positions", "rotary", lambda: (bf(1, 2, 8, 64), f32(4, 16), f32(4, 16)),
+         raises(ValueError, r"they need at least N rows")),
+    Case("layout", "rotary", lambda: ((bf(1, 2, 8, 64), f32(8, 16), f32(8, 16)), dict(layout="xyz")),
+         raises(ValueError, r"layout must be 'bhnd'")),
+    Case("dtype", "rotary", lambda: (f32(1, 2, 8, 64), f32(8, 16), f32(8, 16)), raises(TypeError, r"argument 'x'")),
+]
+
+CASES = GEMM + FP8 + TORCH + CUDA + OTHERS
 
 
 def _marks(tier):
