@@ -7,6 +7,7 @@ Timing: GPU time (common.queued_ms: windows of calls queued behind a spin kernel
 bwd: torch.autograd.grad on one retained graph (the backward alone, weight gradients included, for every
 implementation). A baseline that fails (not installed, API change) is recorded as null with the error; slow
 compiles (torch.compile) are skipped once the run nears its time budget (BUDGET_S)."""
+import importlib
 import os
 import sys
 import time
@@ -40,7 +41,7 @@ def liger(kind):
 
 
 def quack(kind):
-    import quack.rmsnorm as q            # QuACK's norms take an fp32 weight
+    q = importlib.import_module("quack.rmsnorm")    # the module (quack.rmsnorm is also a function); fp32 weight
     if kind == "layernorm":
         f = q.layernorm_fwd
         fn = lambda x, w, b: f(x, w.float(), b.float(), eps=1e-5)         # noqa: E731

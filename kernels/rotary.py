@@ -35,7 +35,7 @@ from tkn.ptx._asm import asm_leaf, sim_memory
 __all__ = ["rotary", "rotary_backward"]
 
 THREADS = 128          # threads a block aims at (ROWS = THREADS // UNITS rows of a units each)
-UNROLL = 2             # heads per unrolled step: 2 x 2 x 16 B of loads in flight per thread (68 registers)
+UNROLL = 1             # heads per step (H200, rotary.json variants: 1 read 3900 GB/s, 2 3729, 4 3821)
 HEADS = 8              # heads a block walks (of q's, then k's): cos/sin read once per 8 heads; more, shorter
                        # blocks than one per row block (32 heads at the bench's shapes), so the last wave is short
 

@@ -170,3 +170,48 @@ def test_ops_take_any_layout():
     got = tkn.torch.gemm_fp8(a8, w8.T.contiguous(), 2.0)           # b row-major: copied to w.T's layout
     ref8 = 2.0 * (a8.double() @ w8.double().T)
     assert ((got.double() - ref8).norm() / ref8.norm()).item() < 1e-2
+
+
+@needs_torch
+@pytest.mark.host
+def test_attention_traces_to_the_ops():
+    """The joint graph of o = tkn.torch.attention(q, k, v) and its gradients, on fake tensors: one tkn::attention
+    and one tkn::attention_bwd, with the inputs' shapes (GQA: dk, dv shaped like k, v)."""
+    import tkn.torch
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    def joint(q, k, v, g):
+        o = tkn.torch.attention(q, k, v, causal=True)
+        return (o,) + torch.autograd.grad(o, (q, k, v), g)
+
+    q = torch.randn(2, 8, 100, 64, dtype=torch.bfloat16, requires_grad=True)
+    k, v = (torch.randn(2, 2, 120, 64, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+    g = torch.randn(2, 8, 100, 64, dtype=torch.bfloat16)
+    gm = make_fx(joint, tracing_mode="fake")(q, k, v, g)
+    calls = [n.target for n in gm.graph.nodes if n.op == "call_function"]
+    assert calls.count(torch.ops.tkn.attention.default) == 1, calls
+    assert calls.count(torch.ops.tkn.attention_bwd.default) == 1, calls
+    outs = [n for n in gm.graph.nodes if n.op == "output"][0].args[0]
+    assert [tuple(o.meta["val"].shape) for o in outs] == [(2, 8, 100, 64), (2, 8, 100, 64), (2, 2, 120, 64),
+                                                           (2, 2, 120, 64)]
+
+
+@needs_cuda
+@pytest.mark.gpu_only
+def test_attention_compile_and_opcheck():
+    """torch.compile(fullgraph=True) over tkn.torch.attention gives eager's output and gradients; opcheck passes."""
+    import tkn.torch
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 300, 128, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+               for _ in range(3))
+    g = torch.randn(2, 4, 300, 128, device="cuda", dtype=torch.bfloat16)
+
+    def step(fn):
+        o = fn(q, k, v)
+        return (o.detach(),) + torch.autograd.grad(o, (q, k, v), g)
+
+    f = lambda q, k, v: tkn.torch.attention(q, k, v, causal=True) * 2    # noqa: E731
+    eager, compiled = step(f), step(torch.compile(f, fullgraph=True))
+    for e, c in zip(eager, compiled):
+        assert torch.equal(e, c) or ((e.double() - c.double()).norm() / e.double().norm()).item() < 1e-3
+    torch.library.opcheck(torch.ops.tkn.attention.default, (q, k, v, True, 0.125, False))

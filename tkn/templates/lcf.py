@@ -121,6 +121,14 @@ def lcf(*, name, args, inputs, stages, tasks, iters, load, compute, finish, comm
     if release not in ("auto", "manual"):
         raise ValueError(f"lcf: release must be 'auto' or 'manual', got {release!r}")
     AUTO = release == "auto"
+    for n, r in (("producer_regs", producer_regs), ("consumer_regs", consumer_regs)):
+        if r % 8 or not 24 <= r <= 256:
+            raise ValueError(f"lcf: {n} must be a multiple of 8 in 24..256 (setmaxnreg), got {r}")
+    if 128 * (producer_regs + consumers * consumer_regs) > 65536:
+        raise ValueError(f"lcf: {consumers} consumers x {consumer_regs} + a producer's {producer_regs} registers a "
+                         f"thread need {128 * (producer_regs + consumers * consumer_regs)} of the SM's 65536: "
+                         f"setmaxnreg.inc would wait forever; lower consumer_regs (at most "
+                         f"{(512 - producer_regs) // consumers // 8 * 8})")
     STAGES, OUT_STAGES, CONSUMERS, CLUSTER, PINGPONG, MMA_LAG = stages, out_stages, consumers, cluster, pingpong, mma_lag
     PRODUCER_REGS, CONSUMER_REGS, ORDER_BAR = producer_regs, consumer_regs, 1 + consumers
     EMPTY_COUNT = (1 if pingpong else consumers) * (1 if AUTO else 4) * cluster    # arrivals: warpgroups or warps
