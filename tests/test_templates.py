@@ -197,3 +197,17 @@ def test_stateful_sass():
     import tkn.sass
     n = tkn.sass.count(tkn.sass.sass(stateful, _stateful_signature()), "UTMALDG", "LDSM", "LDL", "STL")
     assert n["UTMALDG"] >= 1 and n["LDSM"] > 0 and n["LDL"] == 0 and n["STL"] == 0, n
+
+
+@pytest.mark.host
+def test_lcf_refuses_register_splits_setmaxnreg_cannot_give():
+    """3 consumers of 232 registers and a producer of 40 need more than an SM's 65536: setmaxnreg.inc would wait
+    forever on the GPU (a hang, seen): the template refuses it, naming the most a consumer can take."""
+    import tkn
+    from tkn.templates import lcf
+    kw = dict(name="x", args=("K",), inputs=dict(a=tkn.st("bf16", 64, 64)), stages=2, tasks=None, iters=None,
+              load=None, compute=None, finish=None)
+    with pytest.raises(ValueError, match=r"at most 152"):
+        lcf(consumers=3, consumer_regs=232, **kw)
+    with pytest.raises(ValueError, match=r"multiple of 8"):
+        lcf(consumer_regs=230, **kw)
