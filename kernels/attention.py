@@ -250,23 +250,7 @@ def head_map(x, varlen, rows, D):
     if varlen:        # (total, H, D) -> (1, H, total, D)
         shape, strides = (1, shape[1], shape[0], shape[2]), (0, strides[1], strides[0], strides[2])
     box, swizzle, kind = host.tile_map(rows, D, "bf16")
-    key = (info.ptr, tuple(shape), tuple(strides), rows, D)
-    m = _maps.get(key)
-    if m is None:
-        if len(_maps) > 256:
-            _maps.clear()
-        raw = tma.encode_tensormap(kind, info.ptr, shape, strides, (1, 1) + tuple(box), swizzle)
-        if info.framework == "torch" and x.is_cuda:
-            buf = host.torch.from_numpy(raw).to(x.device)
-            m = host.Map(buf, buf.data_ptr())
-        else:
-            buf = tma.to_device(raw)
-            m = host.Map(buf, tma.device_address(buf))
-        _maps[key] = m
-    return m
-
-
-_maps = {}
+    return host.tensormap(x, (1, 1) + tuple(box), swizzle, kind, shape, strides)
 
 
 _NO_SEQS = {}

@@ -673,29 +673,6 @@ def variants():
 from tkn import host, interop  # noqa: E402
 from tkn.ptx import SIM  # noqa: E402
 
-_maps = {}
-_MAP_LIMIT = 256
-
-
-def _map(x, info, shape, strides, box, swizzle, kind):
-    """A device tensor map of the array x (ArrayInfo info) read as `shape` / byte `strides` (numpy order),
-    cached by everything it encodes (tkn.host.TensorMaps, for views no array expresses)."""
-    key = (info.ptr, tuple(shape), tuple(strides), tuple(box), swizzle, kind)
-    m = _maps.get(key)
-    if m is None:
-        if len(_maps) >= _MAP_LIMIT:
-            _maps.clear()
-        raw = tkn.tma.encode_tensormap(kind, info.ptr, shape, strides, box, swizzle)
-        if info.framework == "torch" and x.is_cuda:
-            buf = host.torch.from_numpy(raw).to(x.device)
-            m = host.Map(buf, buf.data_ptr())
-        else:
-            buf = tkn.tma.to_device(raw)
-            m = host.Map(buf, tkn.tma.device_address(buf))
-        _maps[key] = m
-    return m
-
-
 def _rows_map(x, varlen, heads):
     """The 3-D (head, row, column) map of q / k / v / do with 64 x 64 boxes (128-byte swizzle)."""
     info = interop.array_info(x, "x")
@@ -706,7 +683,7 @@ def _rows_map(x, varlen, heads):
     else:
         B, H, N, D = info.shape
         shape, strides = (B * H, N, D), (N * D * es, D * es, es)
-    return _map(x, info, shape, strides, (1, 64, 64), 128, "bf16")
+    return host.tensormap(x, (1, 64, 64), 128, "bf16", shape, strides)
 
 
 def _address(x):
@@ -805,7 +782,7 @@ def attention_bwd(q, k, v, o, lse, do, *, causal=False, scale=None, deterministi
 
     # 2. main
     maps = [_rows_map(dev[n], varlen, 0).address for n in ("q", "k", "v", "do")]
-    ldmap = _map(dld, interop.array_info(dld, "ld"), (T, 2 * QB), (2 * QB * 4, 4), (1, 2 * QB), 0, "f32").address
+    ldmap = host.tensormap(dld, (1, 2 * QB), 0, "f32", (T, 2 * QB), (2 * QB * 4, 4)).address
     sms = host.num_sms(q if isinstance(q, host.Tensor) else None)
     sl2 = np.float32(scale * LOG2E)
     km, sm = kernel_for(D, causal, varlen, deterministic)

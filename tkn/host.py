@@ -237,16 +237,20 @@ class TensorMaps:
     def __init__(self, limit=256):
         self.limit, self._maps = limit, {}
 
-    def __call__(self, x, box, swizzle, kind):
-        """The Map of array x (torch, cupy, numba; numpy under the simulator) for boxes `box` (numpy order)."""
+    def __call__(self, x, box, swizzle, kind, shape=None, strides=None):
+        """The Map of array x (torch, cupy, numba; numpy under the simulator) for boxes `box` (numpy order);
+        `shape` and byte `strides` read x's memory as a view no array expresses (packed sequences' (1, H, total,
+        D)), by default x's own."""
         info = interop.array_info(x, "x")
         kind = dtypes.kind(kind, "TMA")
-        key = (info.ptr, tuple(info.shape), tuple(info.strides), tuple(box), swizzle, kind)
+        shape = tuple(info.shape if shape is None else shape)
+        strides = tuple(info.strides if strides is None else strides)
+        key = (info.ptr, shape, strides, tuple(box), swizzle, kind)
         m = self._maps.get(key)
         if m is None:
             if len(self._maps) >= self.limit:
                 self._maps.clear()
-            raw = tma.encode_tensormap(kind, info.ptr, info.shape, info.strides, box, swizzle)
+            raw = tma.encode_tensormap(kind, info.ptr, shape, strides, box, swizzle)
             if info.framework == "torch" and x.is_cuda:      # on the tensor's device, whichever numba's is
                 buf = torch.from_numpy(raw).to(x.device)
                 m = Map(buf, buf.data_ptr())

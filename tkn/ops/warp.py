@@ -415,30 +415,22 @@ def make_causal(dst, src, offset=0, value=NEG_INF):
     return impl
 
 
+@func
+def _keep_inside(r, c, d):
+    return c - r <= d[0] and c < d[1]
+
+
+_inside = _mask_op("mask_inside", _keep_inside, "dst = src where col - row <= d[0] and col < d[1], else value.")
+
+
 @op
 def mask_outside(dst, src, offset, cols, value=NEG_INF):
     """Attention's mask: keep (row, col) with col <= row + offset and col < cols, else value (-inf by default).
     offset and cols may be run-time values: a causal diagonal (offset) and a key tail (cols) at once."""
     _same_shape("mask_outside", dst, src)
-    expect(_is(dst, "rt"), "mask_outside", "dst", "a register tile", dst)
-    row_layout = dst.rt_layout == "row"
 
     def impl(dst, src, offset, cols, value=NEG_INF):
-        lane = ptx.laneid()
-        fill_v = np.float32(value)
-        for i in range(dst.shape[0]):
-            for j in range(dst.shape[1]):
-                for p in range(4):
-                    x, y = get_pair(src, i, j, p)
-                    r0 = 16 * i + pair_row(row_layout, lane, p, 0)
-                    c0 = 16 * j + pair_col(row_layout, lane, p, 0)
-                    r1 = 16 * i + pair_row(row_layout, lane, p, 1)
-                    c1 = 16 * j + pair_col(row_layout, lane, p, 1)
-                    if c0 > r0 + offset or c0 >= cols:
-                        x = fill_v
-                    if c1 > r1 + offset or c1 >= cols:
-                        y = fill_v
-                    set_pair(dst, i, j, p, x, y)
+        _inside(dst, src, (offset, cols), value)
     return impl
 
 
