@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import medians_ms, queued_ms, write  # noqa: E402
+from common import medians_ms, queued_ms, results_into, write  # noqa: E402
 import tkn.kernels.attention  # noqa: E402,F401
 
 A = sys.modules["tkn.kernels.attention"]
@@ -118,7 +118,7 @@ def main(quick=False, fwd_only=False, progress=None):
         torch.cuda.empty_cache()
     path = write("attention", "TFLOP/s", records, **_extra())
     print("wrote", path)
-    return records
+    return path
 
 
 def _extra():
@@ -132,8 +132,8 @@ def _extra():
 
 
 def run(out_dir=None, progress=None, quick=False):
-    """The `python -m tkn bench` entry."""
-    return main(quick=quick, progress=progress)
+    """The `python -m tkn bench` entry (common.results_into)."""
+    return results_into(out_dir, lambda: main(quick=quick, progress=progress))
 
 
 def _entry(names, vals):

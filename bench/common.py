@@ -55,3 +55,20 @@ def write(kernel, unit, records, **extra):
     with open(path, "w") as f:
         json.dump(out, f, indent=1)
     return path
+
+
+def results_into(out_dir, main_fn):
+    """The `python -m tkn bench` convention: run main_fn (which returns the path, or list of paths, that write()
+    wrote) with results going to out_dir (default RESULTS); return the written dict(s) with "file" set."""
+    global RESULTS
+    saved = RESULTS
+    RESULTS = out_dir or saved
+    try:
+        paths = main_fn()
+    finally:
+        RESULTS = saved
+
+    def load(path):
+        with open(path) as f:
+            return dict(json.load(f), file=path)
+    return [load(p) for p in paths] if isinstance(paths, list) else load(paths)

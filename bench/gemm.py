@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
-from common import time_ms, medians_ms, queued_ms, write  # noqa: E402
+from common import time_ms, medians_ms, queued_ms, results_into, write  # noqa: E402
 from tkn.kernels import gemm  # noqa: E402
 
 G = sys.modules["tkn.kernels.gemm"]
@@ -96,20 +96,6 @@ def run(out_dir=None, progress=None, quick=False):
     """The bench convention (python -m tkn bench): results written under out_dir (default bench/results),
     returned as the written dict with "file" its path."""
     return results_into(out_dir, lambda: main(quick, "gemm", progress))
-
-
-def results_into(out_dir, main_fn):
-    """Run main_fn (which returns the path common.write wrote) with its results going to out_dir; return them
-    as a dict with "file" set to the path."""
-    import json
-    saved = common.RESULTS
-    common.RESULTS = out_dir or saved
-    try:
-        path = main_fn()
-    finally:
-        common.RESULTS = saved
-    with open(path) as f:
-        return dict(json.load(f), file=path)
 
 
 if __name__ == "__main__":

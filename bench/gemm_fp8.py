@@ -9,8 +9,8 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import medians_ms, queued_ms, write  # noqa: E402
-from gemm import SHAPES, results_into  # noqa: E402
+from common import medians_ms, queued_ms, results_into, write  # noqa: E402
+from gemm import SHAPES  # noqa: E402
 from tkn.kernels import gemm_fp8  # noqa: E402
 
 F = sys.modules["tkn.kernels.gemm_fp8"]

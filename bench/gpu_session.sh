@@ -4,6 +4,8 @@
 #   sweep     GEMM configurations vs cuBLAS (bench/gemm_sweep.py)
 #   bench     the host-time profile, bench/gemm.py, gemm_grad.py, gemm_fp8.py (bench/results/*.json), the ladder
 #   new       the whole GPU test tier and compute-sanitizer on the attention, norm and rotary kernels, side by side
+#   verify    the product surface on a GPU: python -m tkn demo, then the GPU test tier beside `tkn bench all
+#             --quick` (its JSON, PNG and tables packed into bench_quick.tgz)
 #   kernels   attention (against cuDNN, FA2 and, installed first with .carry/fa4b carried, FA4), norms, rotary
 # Logs and result files go to $OUT (the device tool brings them back); a summary is printed last.
 export PYTHONPATH=.
@@ -27,6 +29,14 @@ for phase in "$@"; do
       timeout ${SAN_S:-330} compute-sanitizer --tool $tool python bench/sanitize_new.py > "$OUT/sanitize_$tool.txt" 2>&1 &
     done
     wait
+    ;;
+  verify)
+    timeout 150 python -m tkn demo > "$OUT/demo.txt" 2>&1; echo "demo exit $?" >> "$OUT/demo.txt"
+    timeout ${TEST_S:-330} python -m pytest ${TESTS:-tests} -q -n 12 -p no:cacheprovider > "$OUT/tests.txt" 2>&1 &
+    timeout ${BENCH_S:-330} python -m tkn bench all --quick --out /tmp/bench_quick > "$OUT/bench_all.txt" 2>&1
+    echo "bench exit $?" >> "$OUT/bench_all.txt"
+    wait
+    tar czf "$OUT/bench_quick.tgz" -C /tmp bench_quick
     ;;
   kernels)
     if [ -f .carry/fa4b/install.sh ]; then

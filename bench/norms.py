@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import queued_ms, write  # noqa: E402
+from common import queued_ms, results_into, write  # noqa: E402
 from tkn.kernels.layernorm import layernorm  # noqa: E402
 from tkn.kernels.rmsnorm import rmsnorm  # noqa: E402
 
@@ -120,12 +120,13 @@ def bench_shape(kind, fns, H, quick):
     return rec
 
 
-def main(quick=False):
-    tables = {}
+def main(quick=False, progress=None):
+    tables, paths = {}, []
     for kind in ("layernorm", "rmsnorm"):
         fns = impls(kind)
         records = []
-        for H in HIDDEN:
+        hidden = HIDDEN[:2] if quick else HIDDEN
+        for H in progress(hidden, desc=kind) if progress else hidden:
             records.append(bench_shape(kind, fns, H, quick))
             r = records[-1]
             print(f"{kind} {H}: fwd tkn {r['fwd']['tkn']} {r['fwd']['baselines']}  bwd tkn {r['bwd']['tkn']} "
@@ -137,6 +138,7 @@ def main(quick=False):
                             "torch.autograd.grad on a retained graph. copy: a device-to-device copy of the same "
                             "byte count. QuACK takes an fp32 weight. null: failed or skipped (see errors).")
         print("wrote", path)
+        paths.append(path)
         tables[kind] = records
     names = ["copy", "torch", "torch_compile", "liger", "quack"]
     for kind, records in tables.items():
@@ -155,6 +157,12 @@ def main(quick=False):
         for k, v in errors.items():
             print(f"  {k}: {v}")
     print(f"\ntotal {time.time() - T0:.0f} s")
+    return paths
+
+
+def run(out_dir=None, progress=None, quick=False):
+    """The `python -m tkn bench` entry (common.results_into): layernorm.json and rmsnorm.json."""
+    return results_into(out_dir, lambda: main(quick, progress))
 
 
 if __name__ == "__main__":

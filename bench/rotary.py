@@ -178,16 +178,8 @@ def _table(records):
 
 
 def run(out_dir=None, progress=None, quick=False):
-    """The bench convention (python -m tkn bench): results into out_dir, returned as a dict with "file"."""
-    import json
-    saved = common.RESULTS
-    common.RESULTS = out_dir or saved
-    try:
-        path = main(quick, progress)
-    finally:
-        common.RESULTS = saved
-    with open(path) as f:
-        return dict(json.load(f), file=path)
+    """The `python -m tkn bench` entry (common.results_into)."""
+    return common.results_into(out_dir, lambda: main(quick, progress))
 
 
 if __name__ == "__main__":
