@@ -34,6 +34,9 @@ class Tiles(NamedTuple):
     kv: int           # keys a stage
     consumers: int    # consumer warpgroups: 64 query rows each
     stages: int
+    producer_regs: int = 40     # setmaxnreg's split of the SM's registers (lcf checks it fits)
+    consumer_regs: int = 232
+    overlap: bool = False       # FA3's intra-warpgroup overlap (compute_overlapped)
 
 
 TILES = {64: Tiles(128, 2, 4), 128: Tiles(128, 2, 2)}
@@ -112,10 +115,8 @@ def _make(D, causal, t):
         tma.wait(bar, c.parity)                      # one phase of q_bar per task
 
     @tkn.func
-    def compute(g, smem, inp, state, c, it):
-        wg.mm_ABt(state.s, tkn.nth(smem.q, wg.groupid()), inp.k)     # S = Q K^T
-        wg.mma_commit_group()
-        wg.mma_async_wait(state.s)
+    def softmax(g, state, c, it):
+        """S -> P in place (unnormalised, base 2); the running max m, row sums l and the rescale alpha."""
         if (it + 1) * KV > c.mask_from:              # the diagonal or the keys' tail is in this block
             row = c.q_row + QR * wg.groupid() + 16 * wg.warpid() - it * KV     # this warp's rows, key-relative
             mask_outside(state.s, state.s, row + c.nk - c.nq if CAUSAL else KV, c.nk - it * KV)
@@ -128,6 +129,13 @@ def _make(D, causal, t):
         tkn.exp2(state.alpha, state.alpha)           # rescales what was summed under the old max
         tkn.mul(state.l, state.l, state.alpha)
         tkn.row_sum(state.l, state.s, state.l)
+
+    @tkn.func
+    def compute(g, smem, inp, state, c, it):
+        wg.mm_ABt(state.s, tkn.nth(smem.q, wg.groupid()), inp.k)     # S = Q K^T
+        wg.mma_commit_group()
+        wg.mma_async_wait(state.s)
+        softmax(g, state, c, it)
         tkn.mul_row(state.o, state.o, state.alpha)
         tkn.copy(state.p, state.s)                   # f32 -> bf16: wgmma's A operand, from registers
         wg.mma_fence(state.o)
@@ -135,6 +143,34 @@ def _make(D, causal, t):
         wg.mma_commit_group()
         wg.mma_async_wait(state.o)
         release(inp)                                 # our last read of k and v
+
+    @tkn.func
+    def compute_overlapped(g, smem, inp, prev, state, c, it):
+        """FA3's order: this block's S = Q K^T and the last block's O += P V run while this block's softmax
+        does; O is rescaled once P V is done."""
+        wg.mm_ABt(state.s, tkn.nth(smem.q, wg.groupid()), inp.k)     # S = Q K^T
+        wg.mma_commit_group()
+        if prev is not None:                         # decided by type: no branch in the code
+            wg.mma_fence(state.o)
+            wg.mma_AB(state.o, state.p, prev.v)      # O += P V, the last block's
+            wg.mma_commit_group()
+            wg.mma_async_wait_older(state.s, 1)      # S is done; P V may still run
+        else:
+            wg.mma_async_wait(state.s)
+        softmax(g, state, c, it)
+        if prev is not None:
+            wg.mma_async_wait(state.o)
+            release(prev)                            # our last read of its k and v
+        tkn.mul_row(state.o, state.o, state.alpha)
+        tkn.copy(state.p, state.s)                   # f32 -> bf16: wgmma's A operand, from registers
+
+    @tkn.func
+    def drain(g, smem, prev, state, c):
+        wg.mma_fence(state.o)
+        wg.mma_AB(state.o, state.p, prev.v)          # the last block's O += P V
+        wg.mma_commit_group()
+        wg.mma_async_wait(state.o)
+        release(prev)
 
     @tkn.func
     def finish(g, smem, state, c):
@@ -166,8 +202,9 @@ def _make(D, causal, t):
                scratch=dict(q=tkn.st("bf16", QR, D, count=CONSUMERS), q_bar=tkn.mbarrier(count=CONSUMERS)),
                state=dict(o=tkn.rt("f32", 16, D), s=tkn.rt("f32", 16, KV), p=tkn.rt("bf16", 16, KV),
                           m=tkn.rv(16, tkn.ORTHO), l=tkn.rv(16, tkn.ORTHO), alpha=tkn.rv(16, tkn.ORTHO)),
-               tasks=tasks, common=common, iters=iters, load=load, setup=setup, compute=compute, finish=finish,
-               consumers=CONSUMERS, release="manual")
+               tasks=tasks, common=common, iters=iters, load=load, setup=setup, finish=finish,
+               compute=compute_overlapped if t.overlap else compute, overlap=t.overlap, drain=drain,
+               consumers=CONSUMERS, release="manual", producer_regs=t.producer_regs, consumer_regs=t.consumer_regs)
 
 
 _kernels = {}

@@ -141,6 +141,21 @@ def mma_async_wait(d, pending=0):
 
 
 @op
+def mma_async_wait_older(d, pending):
+    """Wait until at most `pending` (a constant) wgmma groups are in flight, d being the result of an older
+    group: d is then safe to read while the younger groups run (e.g. S while P V is in flight)."""
+    n = d.cols // 2
+    k = getattr(pending, "literal_value", getattr(pending, "value", pending))
+    if not isinstance(k, int):
+        return None
+
+    def impl(d, pending):
+        ptx.wgmma_wait_group(k)
+        ptx.wgmma_fence_operand(d, n)
+    return impl
+
+
+@op
 def increase_registers(count):
     """setmaxnreg.inc: this warpgroup takes `count` (constant) registers per thread (consumers)."""
     c = getattr(count, "literal_value", count)

@@ -32,6 +32,11 @@ done (mma_lag 0: wait for them; 1: keep one stage in flight, free the one before
 calls release(inp) in each warp, after its last read of the stage. Either way, finish waits for the wgmmas it reads
 (warpgroup.mma_async_wait).
 
+Overlap (overlap=True, release="manual"): compute(g, smem, inp, prev, state, c, it) also gets `prev`, the previous
+stage's views (None at a task's first stage: test `prev is not None`, which numba decides by type), so stage it's first half can run beside stage it - 1's second half (FA3's
+intra-warpgroup overlap: the next S = Q K^T is issued before this P V); after a task's last stage the template
+calls drain(g, smem, prev, state, c) for that stage's second half. compute releases `prev`, drain the last one.
+
 Clusters (cluster=n): the n CTAs of a cluster take the same task index (callbacks read their rank with
 ptx.cluster_ctarank()), so a load can be split between them and multicast; each consumer then frees the stage
 in every CTA of the cluster.
@@ -88,6 +93,11 @@ def _no_teardown(g, smem):
 
 
 @func
+def _no_drain(g, smem, prev, state, c):
+    pass
+
+
+@func
 def _no_store(g, out, c):
     pass
 
@@ -110,7 +120,7 @@ def lcf_plan(*, inputs, stages, scratch=None, outputs=None, out_stages=0, consum
 def lcf(*, name, args, inputs, stages, tasks, iters, load, compute, finish, common=_the_task, setup=_no_setup,
         state=None, scratch=None, prologue=_no_prologue, teardown=_no_teardown, consumers=2, producer_regs=40,
         consumer_regs=232, cluster=1, release="auto", mma_lag=1, pingpong=False, outputs=None, out_stages=0,
-        store=_no_store):
+        store=_no_store, overlap=False, drain=None):
     """Build an LCF kernel (see the module doc). `args`: the kernel's parameter names. With `outputs`,
     `out_stages` and `store` it is LCSF (see lcsf). Returns the kernel, with `.plan` (the shared-memory
     layout: plan.launch_bytes is what to launch with), `.threads` and `.stage_bytes`."""
@@ -121,6 +131,10 @@ def lcf(*, name, args, inputs, stages, tasks, iters, load, compute, finish, comm
     if release not in ("auto", "manual"):
         raise ValueError(f"lcf: release must be 'auto' or 'manual', got {release!r}")
     AUTO = release == "auto"
+    if overlap and (AUTO or drain is None):
+        raise ValueError("lcf: overlap=True needs release='manual' and a drain callback (the last stage's second "
+                         "half, and its release)")
+    OVERLAP, drain = overlap, drain or _no_drain
     for n, r in (("producer_regs", producer_regs), ("consumer_regs", consumer_regs)):
         if r % 8 or not 24 <= r <= 256:
             raise ValueError(f"lcf: {n} must be a multiple of 8 in 24..256 (setmaxnreg), got {r}")
@@ -240,10 +254,22 @@ def lcf(*, name, args, inputs, stages, tasks, iters, load, compute, finish, comm
             c = common(g, task)
             setup(g, sc, state, c)
             last = stage
-            for it in range(iters(g, c)):
+            n = iters(g, c)
+            if OVERLAP and n > 0:                     # stage 0 with prev=None: numba prunes compute's
+                inp = stage_views(smem, stage)        # `prev is not None` branches by type (a wgmma wait in
+                ptx.mbarrier_wait_parity(inp.arrived, phase)     # a branch would serialize every wgmma)
+                compute(g, sc, inp, None, state, c, 0)
+                stage += 1
+                if stage == STAGES:
+                    stage = 0
+                    phase ^= 1
+            for it in range(1 if OVERLAP else 0, n):
                 inp = stage_views(smem, stage)
                 ptx.mbarrier_wait_parity(inp.arrived, phase)                     # the stage is full
-                compute(g, sc, inp, state, c, it)
+                if OVERLAP:
+                    compute(g, sc, inp, stage_views(smem, last), state, c, it)
+                else:
+                    compute(g, sc, inp, state, c, it)
                 if AUTO and MMA_LAG == 0:             # wait for this stage's wgmmas: hand it back now
                     ptx.wgmma_wait_group(0)
                     _arrive(inp.finished, t, CLUSTER)
@@ -256,6 +282,8 @@ def lcf(*, name, args, inputs, stages, tasks, iters, load, compute, finish, comm
                 if stage == STAGES:
                     stage = 0
                     phase ^= 1
+            if OVERLAP and n > 0:
+                drain(g, sc, stage_views(smem, last), state, c)
             if PINGPONG:
                 if task + step < ntasks:              # the next task's owner may start its wgmmas
                     ptx.bar_arrive(ORDER_BAR + (me + 1) % CONSUMERS, 256)
