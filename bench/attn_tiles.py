@@ -1,6 +1,6 @@
 """The attention forward's tile and schedule choices against each other and cuDNN (and FA4 when installed), same
 run, same inputs: B=16 H=16 N=4096, D 64 and 128, causal and not. Each variant's O is checked against cuDNN's.
-Writes bench/results/attention_tiles.json.   python bench/attn_tiles.py [N]
+Writes bench/results/attention_tiles.json.   python bench/attn_tiles.py [N] [--pingpong]
 
 Variants (kernels/attention.py Tiles): kv keys a stage, consumer warpgroups, stages, the register split, and
 overlap (FA3's intra-warpgroup order: the next S = Q K^T and this P V beside the softmax). The kernels compile
@@ -23,6 +23,13 @@ VARIANTS = {
     64: [T(128, 2, 4), T(128, 2, 4, overlap=True), T(128, 2, 6, overlap=True), T(128, 3, 4, 24, 160),
          T(128, 3, 6, 24, 160)],
 }
+PINGPONG = {       # timed only with --pingpong (a hang there must not cost the other variants' numbers)
+    128: [T(128, 2, 2, overlap=True, pingpong=True), T(128, 2, 3, overlap=True, pingpong=True)],
+    64: [T(128, 2, 4, overlap=True, pingpong=True), T(128, 2, 6, overlap=True, pingpong=True)],
+}
+if "--pingpong" in sys.argv:
+    for d in VARIANTS:
+        VARIANTS[d] = VARIANTS[d] + PINGPONG[d]
 JOBS = [(d, c, t) for d, ts in VARIANTS.items() for t in ts for c in (False, True)]
 
 
@@ -93,4 +100,5 @@ def main(N=4096):
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 4096)
+    ns = [int(a) for a in sys.argv[1:] if a.isdigit()]
+    main(ns[0] if ns else 4096)

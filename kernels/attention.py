@@ -37,14 +37,16 @@ class Tiles(NamedTuple):
     producer_regs: int = 40     # setmaxnreg's split of the SM's registers (lcf checks it fits)
     consumer_regs: int = 232
     overlap: bool = False       # FA3's intra-warpgroup overlap (compute_overlapped)
+    pingpong: bool = False      # with overlap and 2 consumers: they issue their wgmmas in turn (FA3)
 
 
 TILES = {64: Tiles(128, 2, 4), 128: Tiles(128, 2, 2)}
 
-Task = namedtuple("Task", "b hq hk q0 k0 nq nk q_row blocks mask_from parity")
+Task = namedtuple("Task", "b hq hk q0 k0 nq nk q_row blocks mask_from parity first")
 Task.__doc__ = """A task's sequence and block: map coordinates b, hq (Q/O head), hk (K/V head); the sequence's
 first rows q0, k0 and lengths nq, nk; the block's first query row q_row (in its sequence); the K/V blocks it
-reads; mask_from: the first key some row of the block cannot see; parity: of its Q barrier's phase."""
+reads; mask_from: the first key some row of the block cannot see; parity: of its Q barrier's phase; first:
+the block's first task."""
 
 ARGS = ("B", "H", "group", "N", "Nk", "qblocks", "varlen", "scale2", "cu_q", "cu_k", "tma_q", "tma_k", "tma_v",
         "o", "o_b", "o_h", "o_r", "lse", "lse_b", "lse_h")
@@ -68,6 +70,9 @@ def _signature():
 
 def _make(D, causal, t):
     KV, CONSUMERS, ROWS, CAUSAL = t.kv, t.consumers, QR * t.consumers, causal
+    PINGPONG, TURN = t.pingpong, 1 + t.consumers     # named barriers TURN + w: consumer w's turn to issue
+    if PINGPONG and (CONSUMERS != 2 or not t.overlap):
+        raise ValueError(f"attention: pingpong needs overlap and 2 consumers, got {t}")
 
     @tkn.func
     def tasks(g):
@@ -90,7 +95,7 @@ def _make(D, causal, t):
             end = 0
         first_masked = min(nk, q_row + 1 + shift) if CAUSAL else nk
         return Task(b, h, h // g.group, q0, k0, nq, nk, q_row, (max(end, 0) + KV - 1) // KV, first_masked,
-                    (task // cuda.gridDim.x) & 1)
+                    (task // cuda.gridDim.x) & 1, task == cuda.blockIdx.x)
 
     @tkn.func
     def iters(g, c):
@@ -112,7 +117,14 @@ def _make(D, causal, t):
         tkn.zero(state.o)
         tkn.zero(state.l)
         tkn.fill(state.m, START)
+        if PINGPONG and c.first and w == 1:
+            ptx.bar_arrive(TURN, 256)                # consumer 0 issues first
         tma.wait(bar, c.parity)                      # one phase of q_bar per task
+
+    @tkn.func
+    def teardown(g, smem):
+        if PINGPONG and wg.groupid() == 0:
+            ptx.bar_sync(TURN, 256)                  # consumer 1's last turn handed over: every arrival met
 
     @tkn.func
     def softmax(g, state, c, it):
@@ -147,13 +159,20 @@ def _make(D, causal, t):
     @tkn.func
     def compute_overlapped(g, smem, inp, prev, state, c, it):
         """FA3's order: this block's S = Q K^T and the last block's O += P V run while this block's softmax
-        does; O is rescaled once P V is done."""
-        wg.mm_ABt(state.s, tkn.nth(smem.q, wg.groupid()), inp.k)     # S = Q K^T
+        does; O is rescaled once P V is done. With pingpong the two consumers issue in turn, so one's softmax
+        runs under the other's wgmmas."""
+        w = wg.groupid()
+        if PINGPONG:
+            ptx.bar_sync(TURN + w, 256)              # our turn
+        wg.mm_ABt(state.s, tkn.nth(smem.q, w), inp.k)                # S = Q K^T
         wg.mma_commit_group()
         if prev is not None:                         # decided by type: no branch in the code
             wg.mma_fence(state.o)
             wg.mma_AB(state.o, state.p, prev.v)      # O += P V, the last block's
             wg.mma_commit_group()
+        if PINGPONG:
+            ptx.bar_arrive(TURN + 1 - w, 256)        # the other's turn
+        if prev is not None:
             wg.mma_async_wait_older(state.s, 1)      # S is done; P V may still run
         else:
             wg.mma_async_wait(state.s)
@@ -203,7 +222,7 @@ def _make(D, causal, t):
                state=dict(o=tkn.rt("f32", 16, D), s=tkn.rt("f32", 16, KV), p=tkn.rt("bf16", 16, KV),
                           m=tkn.rv(16, tkn.ORTHO), l=tkn.rv(16, tkn.ORTHO), alpha=tkn.rv(16, tkn.ORTHO)),
                tasks=tasks, common=common, iters=iters, load=load, setup=setup, finish=finish,
-               compute=compute_overlapped if t.overlap else compute, overlap=t.overlap, drain=drain,
+               compute=compute_overlapped if t.overlap else compute, overlap=t.overlap, drain=drain, teardown=teardown,
                consumers=CONSUMERS, release="manual", producer_regs=t.producer_regs, consumer_regs=t.consumer_regs)
 
 
