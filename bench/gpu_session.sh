@@ -38,6 +38,11 @@ for phase in "$@"; do
     wait
     tar czf "$OUT/bench_quick.tgz" -C /tmp bench_quick
     ;;
+  tiles)      # the attention forward's variants (ping-pong ones only if their probe finishes), then the demo
+    timeout 90 python bench/attn_pp_probe.py > "$OUT/pp_probe.txt" 2>&1; pp=$?; echo "probe exit $pp" >> "$OUT/pp_probe.txt"
+    timeout ${TILES_S:-240} python bench/attn_tiles.py $([ $pp = 0 ] && echo --pingpong) > "$OUT/tiles.txt" 2>&1
+    timeout 150 python -m tkn demo > "$OUT/demo.txt" 2>&1; echo "demo exit $?" >> "$OUT/demo.txt"
+    ;;
   kernels)
     if [ -f .carry/fa4b/install.sh ]; then
       bash .carry/fa4b/install.sh > "$OUT/fa4_install.txt" 2>&1

@@ -687,17 +687,20 @@ def _rows_map(x, varlen, heads):
 
 
 def _address(x):
-    return interop.array_info(x, "x").ptr
+    return x.data_ptr() if isinstance(x, host.Tensor) else interop.array_info(x, "x").ptr
 
 
-_dummy = []
+_dummy = {}
 
 
 def _int32_dummy(like):
-    """cu_seqlens for the dense kernels, which never read them."""
-    if not _dummy:
-        _dummy.append(np.zeros(2, np.int32) if SIM else cuda.to_device(np.zeros(2, np.int32)))
-    return _dummy[0]
+    """cu_seqlens for the dense kernels, which never read them (torch on like's device for torch CUDA)."""
+    key = like.device if isinstance(like, host.Tensor) and like.is_cuda else None
+    d = _dummy.get(key)
+    if d is None:
+        d = _dummy[key] = (host.torch.zeros(2, dtype=host.torch.int32, device=like.device) if key is not None else
+                           np.zeros(2, np.int32) if SIM else cuda.to_device(np.zeros(2, np.int32)))
+    return d
 
 
 def _check(q, k, v, o, lse, do, varlen, cu_q, cu_k):
@@ -753,12 +756,20 @@ def attention_bwd(q, k, v, o, lse, do, *, causal=False, scale=None, deterministi
     NQB = -(-N // QB)                                   # 64-row query tiles a (sequence, query head)
     T = B * Hq * NQB
     stream = host.current_stream(q)
-    dev = {n: interop.as_device_array(x, n, dtype="bf16") for n, x in (("q", q), ("k", k), ("v", v), ("o", o),
-                                                                        ("do", do))}
-    dlse = interop.as_device_array(lse, "lse", dtype="float32")
+    tdev = q.get_device() if isinstance(q, host.Tensor) and q.is_cuda else None
+
+    def view(x, name, dtype=None, check=False):
+        """torch CUDA: the tensor itself, the kernel's array (_check and the launcher check it; here its device,
+        and with `check` all that as_device_array would: the caller's outputs); anything else as_device_array."""
+        if not (isinstance(x, host.Tensor) and x.is_cuda):
+            return interop.as_device_array(x, name, dtype=dtype)
+        if check or x.get_device() != tdev:
+            interop.check_array(x, name, dtype, align=16, device=tdev)
+        return x
+    dev = {n: view(x, n, "bf16") for n, x in (("q", q), ("k", k), ("v", v), ("o", o), ("do", do))}
+    dlse = view(lse, "lse", "float32")
     if varlen:
-        cu_q = interop.as_device_array(cu_seqlens_q, "cu_seqlens_q", dtype="int32")
-        cu_k = interop.as_device_array(cu_seqlens_k, "cu_seqlens_k", dtype="int32")
+        cu_q, cu_k = view(cu_seqlens_q, "cu_seqlens_q", "int32"), view(cu_seqlens_k, "cu_seqlens_k", "int32")
     else:
         cu_q = cu_k = _int32_dummy(q)
     if out is None:
@@ -770,8 +781,8 @@ def attention_bwd(q, k, v, o, lse, do, *, causal=False, scale=None, deterministi
             host.check_out(x, interop.array_info(like, n).shape, "attention_bwd")
     ld = interop.empty((T, 2 * QB), "float32", like=q)
     acc = interop.empty((1 if deterministic else T * QB * D,), "float32", like=q)
-    dld, dacc = interop.as_device_array(ld, "ld"), interop.as_device_array(acc, "acc")
-    ddq, ddk, ddv = (interop.as_device_array(x, n, dtype="bf16") for n, x in (("dq", dq), ("dk", dk), ("dv", dv)))
+    dld, dacc = view(ld, "ld"), view(acc, "acc")
+    ddq, ddk, ddv = (view(x, n, "bf16", out is not None) for n, x in (("dq", dq), ("dk", dk), ("dv", dv)))
 
     # 1. prep
     o32, do32 = _u32_rows(dev["o"], D), _u32_rows(dev["do"], D)
@@ -821,7 +832,10 @@ _keep = []
 
 
 def _u32_rows(x, D):
-    """A bf16 array (numba device array, or numpy under the simulator) as uint32 rows of D/2 (pairs of bf16)."""
+    """A bf16 array (torch CUDA tensor, numba device array, or numpy under the simulator) as uint32 rows of D/2
+    (pairs of bf16)."""
+    if isinstance(x, host.Tensor):
+        return x.reshape(-1, D).view(host.torch.uint32)
     n = 1
     for e in x.shape:
         n *= e
