@@ -20,6 +20,10 @@ def randn(*shape):
 for D in (64, 128):
     for causal in (False, True):
         q, k, v = randn(1, 4, 300, D), randn(1, 2, 257, D), randn(1, 2, 257, D)
+        t = A.TILES[D, causal]
+        for other in (t._replace(ffma=False), t._replace(ffma=False, pingpong=False)):   # the variants measured
+            if other.pingpong or not other.overlap or other.consumers == 2:
+                A.forward(q, k, v, causal, tiles=other, blocks=2)
         o, lse = A.forward(q, k, v, causal, blocks=2)
         do = randn(*o.shape)
         for det in (False, True):

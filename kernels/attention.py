@@ -26,6 +26,7 @@ from tkn.templates import lcf, release
 
 QR = 64                          # query rows of a consumer warpgroup (wgmma's M)
 START = np.float32(-3.0e38)      # the running max starts here, not at -inf: a row that sees no key gets p = 0
+BIG = np.float32(3.0e38)
 LN2 = math.log(2.0)
 LOG2E = math.log2(math.e)
 
@@ -38,9 +39,14 @@ class Tiles(NamedTuple):
     consumer_regs: int = 232
     overlap: bool = False       # FA3's intra-warpgroup overlap (compute_overlapped)
     pingpong: bool = False      # with overlap and 2 consumers: they issue their wgmmas in turn (FA3)
+    ffma: bool = False          # the softmax's scale and max in one FFMA (the max kept in raw score units)
 
 
-TILES = {64: Tiles(128, 2, 4), 128: Tiles(128, 2, 2)}
+# (D, causal) -> Tiles, measured on an H200 (bench/results/attention_tiles.json): ping-pong with the overlap
+# wherever a block's work varies (causal) or D = 128; three consumers at D = 64 without a mask
+_PP = dict(overlap=True, pingpong=True, ffma=True)
+TILES = {(128, False): Tiles(128, 2, 3, **_PP), (128, True): Tiles(128, 2, 3, **_PP),
+         (64, False): Tiles(128, 3, 4, 24, 160, ffma=True), (64, True): Tiles(128, 2, 4, **_PP)}
 
 Task = namedtuple("Task", "b hq hk q0 k0 nq nk q_row blocks mask_from parity first")
 Task.__doc__ = """A task's sequence and block: map coordinates b, hq (Q/O head), hk (K/V head); the sequence's
@@ -70,6 +76,7 @@ def _signature():
 
 def _make(D, causal, t):
     KV, CONSUMERS, ROWS, CAUSAL = t.kv, t.consumers, QR * t.consumers, causal
+    FFMA = t.ffma
     PINGPONG, TURN = t.pingpong, 1 + t.consumers     # named barriers TURN + w: consumer w's turn to issue
     if PINGPONG and (CONSUMERS != 2 or not t.overlap):
         raise ValueError(f"attention: pingpong needs overlap and 2 consumers, got {t}")
@@ -132,12 +139,22 @@ def _make(D, causal, t):
         if (it + 1) * KV > c.mask_from:              # the diagonal or the keys' tail is in this block
             row = c.q_row + QR * wg.groupid() + 16 * wg.warpid() - it * KV     # this warp's rows, key-relative
             mask_outside(state.s, state.s, row + c.nk - c.nq if CAUSAL else KV, c.nk - it * KV)
-        tkn.mul(state.s, state.s, g.scale2)          # base-2 units: e^(scale x) = 2^(scale2 x)
-        tkn.copy(state.alpha, state.m)               # the max so far ...
-        tkn.row_max(state.m, state.s, state.m)       # ... and with this block
-        tkn.sub_row(state.s, state.s, state.m)
-        tkn.exp2(state.s, state.s)                   # P, unnormalised
-        tkn.sub(state.alpha, state.alpha, state.m)
+        if FFMA:                                     # m in raw units (scale >= 0): 2^(scale2 (s - m))
+            tkn.copy(state.alpha, state.m)
+            tkn.row_max(state.m, state.s, state.m)
+            tkn.mul(state.ms, state.m, -g.scale2)
+            tkn.min_(state.ms, state.ms, BIG)        # START * scale2 may overflow: -inf * scale2 + inf is NaN
+            tkn.fma_row(state.s, state.s, g.scale2, state.ms)
+            tkn.exp2(state.s, state.s)
+            tkn.sub(state.alpha, state.alpha, state.m)
+            tkn.mul(state.alpha, state.alpha, g.scale2)
+        else:
+            tkn.mul(state.s, state.s, g.scale2)      # base-2 units: e^(scale x) = 2^(scale2 x)
+            tkn.copy(state.alpha, state.m)           # the max so far ...
+            tkn.row_max(state.m, state.s, state.m)   # ... and with this block
+            tkn.sub_row(state.s, state.s, state.m)
+            tkn.exp2(state.s, state.s)               # P, unnormalised
+            tkn.sub(state.alpha, state.alpha, state.m)
         tkn.exp2(state.alpha, state.alpha)           # rescales what was summed under the old max
         tkn.mul(state.l, state.l, state.alpha)
         tkn.row_sum(state.l, state.s, state.l)
@@ -214,13 +231,15 @@ def _make(D, causal, t):
                                           ptx.pack_bf16x2(o[0, j, 2 * p] * inv, o[0, j, 2 * p + 1] * inv))
                 if lane % 4 == 0:
                     g.lse[c.b * g.lse_b + c.hq * g.lse_h + c.q0 + r] = (
-                        np.float32(math.inf) if s == 0 else (m[0, half] + math.log2(s)) * np.float32(LN2))
+                        np.float32(math.inf) if s == 0 else
+                        ((m[0, half] * g.scale2 if FFMA else m[0, half]) + math.log2(s)) * np.float32(LN2))
 
     return lcf(name=f"attn_fwd_d{D}{'_causal' if causal else ''}", args=ARGS,
                inputs=dict(k=tkn.st("bf16", KV, D), v=tkn.st("bf16", KV, D)), stages=t.stages,
                scratch=dict(q=tkn.st("bf16", QR, D, count=CONSUMERS), q_bar=tkn.mbarrier(count=CONSUMERS)),
                state=dict(o=tkn.rt("f32", 16, D), s=tkn.rt("f32", 16, KV), p=tkn.rt("bf16", 16, KV),
-                          m=tkn.rv(16, tkn.ORTHO), l=tkn.rv(16, tkn.ORTHO), alpha=tkn.rv(16, tkn.ORTHO)),
+                          m=tkn.rv(16, tkn.ORTHO), l=tkn.rv(16, tkn.ORTHO), alpha=tkn.rv(16, tkn.ORTHO),
+                          ms=tkn.rv(16, tkn.ORTHO)),
                tasks=tasks, common=common, iters=iters, load=load, setup=setup, finish=finish,
                compute=compute_overlapped if t.overlap else compute, overlap=t.overlap, drain=drain, teardown=teardown,
                consumers=CONSUMERS, release="manual", producer_regs=t.producer_regs, consumer_regs=t.consumer_regs)
@@ -231,7 +250,7 @@ _kernels = {}
 
 def kernel_for(D, causal, tiles=None):
     """(the forward kernel, its signature) for head dim D (64 or 128), causal or not."""
-    t = tiles or TILES[D]
+    t = tiles or TILES[D, bool(causal)]
     key = (D, bool(causal), t)
     if key not in _kernels:
         _kernels[key] = _make(D, bool(causal), t)
@@ -336,7 +355,9 @@ def forward(q, k, v, causal=False, scale=None, cu_seqlens_q=None, cu_seqlens_k=N
     if 0 in iq.shape:              # no queries: empty results, as torch's SDPA gives
         o = interop.empty(iq.shape, "bf16", like=q) if out is None else out
         return interop.to_user(o, like=q), interop.to_user(interop.empty(lse_shape, "f32", like=q), like=q)
-    t = tiles or TILES[pb.D]
+    t = tiles or TILES[pb.D, bool(causal)]
+    if scale < 0 and t.ffma:       # the fused softmax keeps the max of raw scores: right for scale >= 0 only
+        t = t._replace(ffma=False)
     kern, sig = kernel_for(pb.D, causal, t)
     tc = isinstance(q, host.Tensor) and q.is_cuda       # torch on the GPU: the tensors are the kernel's arrays
 

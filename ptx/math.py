@@ -35,3 +35,12 @@ rcp = asm_leaf(
     "rcp", "rcp.approx.ftz.f32 $0, $1;", outs=("f32",), ins=("f32",), memory=False, volatile=False,
     twin=_unary_twin(lambda v: 1.0 / v if v != 0 else np.copysign(np.inf, v)),
     doc="1/x, approximate (MUFU.RCP).")
+
+
+def _fma_twin(a, b, c):
+    return np.float32(np.float64(np.float32(a)) * np.float64(np.float32(b)) + np.float64(np.float32(c)))
+
+
+fma = asm_leaf(
+    "fma", "fma.rn.f32 $0, $1, $2, $3;", outs=("f32",), ins=("f32", "f32", "f32"), memory=False, volatile=False,
+    twin=_fma_twin, doc="a * b + c rounded once (FFMA); the twin rounds the exact float64 sum.")

@@ -288,6 +288,25 @@ mul_col = _broadcast_op("mul_col", _mul, False)
 div_col = _broadcast_op("div_col", _div, False)
 
 
+@op
+def fma_row(dst, src, a, vec):
+    """dst = src * a + vec[i] along row i (a a scalar): one FFMA an element, e.g. the softmax's scale and max."""
+    _same_shape("fma_row", dst, src)
+    expect(_is(dst, "rt"), "fma_row", "dst", "a register tile", dst)
+    _check_vec("fma_row", dst, vec, True, "vec")
+    ortho = _ortho(dst, True)
+
+    def impl(dst, src, a, vec):
+        s = np.float32(a)
+        for i in range(dst.shape[0]):
+            for j in range(dst.shape[1]):
+                for p in range(4):
+                    x, y = get_pair(src, i, j, p)
+                    set_pair(dst, i, j, p, ptx.fma(x, s, vec[i, vec_slot(ortho, p, 0)]),
+                             ptx.fma(y, s, vec[i, vec_slot(ortho, p, 1)]))
+    return impl
+
+
 # -------------------------------------------------------------------------------------- reductions
 @func
 def _quad_reduce(x, f, ortho):
