@@ -43,6 +43,29 @@ for phase in "$@"; do
     timeout ${TILES_S:-240} python bench/attn_tiles.py $([ $pp = 0 ] && echo --pingpong) > "$OUT/tiles.txt" 2>&1
     timeout 150 python -m tkn demo > "$OUT/demo.txt" 2>&1; echo "demo exit $?" >> "$OUT/demo.txt"
     ;;
+  check2)     # FA4's first half parked for phase cli; the ping-pong probe, the forward variants, then the GPU
+              # test tier beside the three sanitizers
+    [ -f .carry/fa4a/part-a ] && cp .carry/fa4a/part-a /tmp/fa4-part-a
+    timeout 90 python bench/attn_pp_probe.py > "$OUT/pp_probe.txt" 2>&1; echo "probe exit $?" >> "$OUT/pp_probe.txt"
+    timeout ${TILES_S:-200} python bench/attn_tiles.py > "$OUT/tiles.txt" 2>&1
+    timeout ${TEST_S:-300} python -m pytest ${TESTS:-tests} -q -n 12 -p no:cacheprovider > "$OUT/tests.txt" 2>&1 &
+    for tool in memcheck racecheck synccheck; do
+      timeout ${SAN_S:-300} compute-sanitizer --tool $tool python bench/sanitize_new.py > "$OUT/sanitize_$tool.txt" 2>&1 &
+    done
+    wait
+    ;;
+  cli)        # python -m tkn bench on the attention, norm and rotary benchmarks (FA4, QuACK, Liger installed
+              # first), results, PNGs and logs packed into results.tgz
+    if [ -f .carry/fa4b/install.sh ]; then
+      bash .carry/fa4b/install.sh > "$OUT/fa4_install.txt" 2>&1
+      export PYTHONPATH=/tmp/fa4site:/tmp/fa4site/nvidia_cutlass_dsl/dsl_packages:$PYTHONPATH
+    fi
+    [ -d .carry/liger/site ] && export PYTHONPATH=$PYTHONPATH:$PWD/.carry/liger/site
+    mkdir -p /tmp/res
+    ATTN_BUDGET_S=${ATTN_BUDGET_S:-300} timeout ${CLI_S:-540} python -m tkn bench ${BENCHES:-attention norms rotary} --out /tmp/res > "$OUT/bench_cli.txt" 2>&1
+    echo "bench exit $?" >> "$OUT/bench_cli.txt"
+    tar czf "$OUT/results.tgz" -C /tmp res
+    ;;
   kernels)
     if [ -f .carry/fa4b/install.sh ]; then
       bash .carry/fa4b/install.sh > "$OUT/fa4_install.txt" 2>&1

@@ -134,27 +134,31 @@ def _make(D, causal, t):
             ptx.bar_sync(TURN, 256)                  # consumer 1's last turn handed over: every arrival met
 
     @tkn.func
-    def softmax(g, state, c, it):
-        """S -> P in place (unnormalised, base 2); the running max m, row sums l and the rescale alpha."""
+    def mask(state, c, it):
         if (it + 1) * KV > c.mask_from:              # the diagonal or the keys' tail is in this block
             row = c.q_row + QR * wg.groupid() + 16 * wg.warpid() - it * KV     # this warp's rows, key-relative
             mask_outside(state.s, state.s, row + c.nk - c.nq if CAUSAL else KV, c.nk - it * KV)
-        if FFMA:                                     # m in raw units (scale >= 0): 2^(scale2 (s - m))
+
+    @tkn.func
+    def softmax(g, state, c, it):
+        """S -> P in place (unnormalised, base 2); the running max m, row sums l and the rescale alpha."""
+        if FFMA:                                     # m in raw units (scale >= 0): 2^(scale2 (s - m)), one FFMA
+            mask(state, c, it)
             tkn.copy(state.alpha, state.m)
             tkn.row_max(state.m, state.s, state.m)
             tkn.mul(state.ms, state.m, -g.scale2)
             tkn.min_(state.ms, state.ms, BIG)        # START * scale2 may overflow: -inf * scale2 + inf is NaN
             tkn.fma_row(state.s, state.s, g.scale2, state.ms)
-            tkn.exp2(state.s, state.s)
             tkn.sub(state.alpha, state.alpha, state.m)
             tkn.mul(state.alpha, state.alpha, g.scale2)
         else:
             tkn.mul(state.s, state.s, g.scale2)      # base-2 units: e^(scale x) = 2^(scale2 x)
+            mask(state, c, it)                       # after the scale: its sign may be negative
             tkn.copy(state.alpha, state.m)           # the max so far ...
             tkn.row_max(state.m, state.s, state.m)   # ... and with this block
             tkn.sub_row(state.s, state.s, state.m)
-            tkn.exp2(state.s, state.s)               # P, unnormalised
             tkn.sub(state.alpha, state.alpha, state.m)
+        tkn.exp2(state.s, state.s)                   # P, unnormalised
         tkn.exp2(state.alpha, state.alpha)           # rescales what was summed under the old max
         tkn.mul(state.l, state.l, state.alpha)
         tkn.row_sum(state.l, state.s, state.l)

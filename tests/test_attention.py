@@ -82,6 +82,18 @@ def test_varlen():
             _check(o[sq].transpose(1, 0, 2)[None], lse[:, sq][None], *ref)
 
 
+@pytest.mark.parametrize("scale", (2.0, -0.3))
+def test_scale_sign_and_size(scale):
+    """A scale past 1.13 (the running max's start, scaled, overflows) and a negative one (the max of raw scores is
+    the wrong max: the unfused softmax takes it), causal with N > Nk so some rows see no key."""
+    r = rng()
+    N, Nk, D = (80, 50, 64) if SIM else (1000, 700, 128)
+    q, k, v = _inputs(r, 1, 2, 1, N, Nk, D)
+    out = poisoned(q.shape, np.uint16)
+    o, lse = A.forward(q, k, v, True, scale, out=out)
+    _check(o, lse, *reference(q, k, v, True, scale))
+
+
 def test_scale_and_nan_row():
     r = rng()
     N, D = (64, 64) if SIM else (300, 128)
