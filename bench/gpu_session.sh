@@ -6,6 +6,7 @@
 #   new       the whole GPU test tier and compute-sanitizer on the attention, norm and rotary kernels, side by side
 #   verify    the product surface on a GPU: python -m tkn demo, then the GPU test tier beside `tkn bench all
 #             --quick` (its JSON, PNG and tables packed into bench_quick.tgz)
+#   park / tests / normsweep   FA4's first half to /tmp; the GPU tests in $TESTS; bench/norm_sweep.py
 #   kernels   attention (against cuDNN, FA2 and, installed first with .carry/fa4b carried, FA4), norms, rotary
 # Logs and result files go to $OUT (the device tool brings them back); a summary is printed last.
 export PYTHONPATH=.
@@ -42,6 +43,15 @@ for phase in "$@"; do
     timeout 90 python bench/attn_pp_probe.py > "$OUT/pp_probe.txt" 2>&1; pp=$?; echo "probe exit $pp" >> "$OUT/pp_probe.txt"
     timeout ${TILES_S:-240} python bench/attn_tiles.py $([ $pp = 0 ] && echo --pingpong) > "$OUT/tiles.txt" 2>&1
     timeout 150 python -m tkn demo > "$OUT/demo.txt" 2>&1; echo "demo exit $?" >> "$OUT/demo.txt"
+    ;;
+  park)       # FA4's first half, parked in /tmp for phase cli (the next call, while the machine is warm)
+    [ -f .carry/fa4a/part-a ] && cp .carry/fa4a/part-a /tmp/fa4-part-a
+    ;;
+  tests)      # the GPU test tier (TESTS: which files)
+    timeout ${TEST_S:-300} python -m pytest ${TESTS:-tests} -q -n ${JOBS:-12} -p no:cacheprovider > "$OUT/tests.txt" 2>&1
+    ;;
+  normsweep)  # the norm backward's configurations against a copy (bench/norm_sweep.py)
+    timeout ${SWEEP_S:-260} python bench/norm_sweep.py $((${SWEEP_S:-260} - 20)) > "$OUT/norm_sweep.txt" 2>&1
     ;;
   check2)     # FA4's first half parked for phase cli; the ping-pong probe, the forward variants, then the GPU
               # test tier beside the three sanitizers

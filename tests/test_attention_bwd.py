@@ -61,9 +61,9 @@ def _f(x):
     return bf16_float(x).astype(np.float64)
 
 
-def dense_case(r, B, Hq, Hkv, N, Nk, D, causal):
+def dense_case(r, B, Hq, Hkv, N, Nk, D, causal, scale=None):
     """Inputs (bf16 bits, o rounded to bf16 as the kernel gets it, lse f32) and float64 reference gradients."""
-    scale = 1 / math.sqrt(D)
+    scale = 1 / math.sqrt(D) if scale is None else scale
     q, k, v = (bf16_bits(r.standard_normal(s)) for s in ((B, Hq, N, D), (B, Hkv, Nk, D), (B, Hkv, Nk, D)))
     do = bf16_bits(r.standard_normal((B, Hq, N, D)))
     o = np.empty((B, Hq, N, D), np.uint16)
@@ -124,6 +124,15 @@ def test_attention_bwd_emulator(N, Nk, causal):
     r = rng()
     inputs, refs = dense_case(r, 1, 2, 1, N, Nk, 64, causal)
     check(run(inputs, causal), refs, f"N={N} Nk={Nk} causal={causal}")
+
+
+@pytest.mark.parametrize("scale", [2.0, -0.3])
+def test_attention_bwd_scale_sign_and_size(scale):
+    """A large and a negative scale, causal with N > Nk so some query rows see no key (lse +inf: zero gradient)."""
+    r = rng()
+    N, Nk, D = (80, 50, 64) if SIM else (300, 200, 128)
+    inputs, refs = dense_case(r, 1, 2, 1, N, Nk, D, True, scale)
+    check(run(inputs, True, scale=scale), refs, f"scale={scale}")
 
 
 @pytest.mark.skipif(not SIM, reason="the gpu tier runs test_attention_bwd_varlen_gpu")

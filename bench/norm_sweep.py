@@ -1,0 +1,87 @@
+"""The norm backward's configurations (warps a row, 16-byte vectors a thread, rows a block) against a device copy
+of the same bytes, same run: which one each hidden size should default to. rows 65536, bf16, GB/s as
+bench/norms.py counts them (x, dy read + dx written), the time of torch.autograd.grad on a retained graph.
+Writes bench/results/norm_bwd_sweep.json and prints a table.   python bench/norm_sweep.py [budget_s]"""
+import os
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import queued_ms, write  # noqa: E402
+from tkn.kernels import _norm  # noqa: E402
+from tkn.kernels.layernorm import layernorm  # noqa: E402
+from tkn.kernels.rmsnorm import rmsnorm  # noqa: E402
+
+ROWS = 16 * 4096
+HIDDEN = (1024, 2048, 4096, 8192)
+BUDGET_S = float(sys.argv[1]) if len(sys.argv) > 1 else 240
+T0 = time.time()
+
+
+def configs(H):
+    """Vectors a thread 4 (the default), 2 and 1; blocks of 128 and 256 threads where a row fits in one."""
+    V, out = H // 8, []
+    for n in (4, 2, 1):
+        w = -(-V // (32 * n))
+        for block in (128, 256):
+            r = block // (32 * w)
+            cfg = _norm.Config(w, n, max(1, r))
+            if cfg not in out and (r >= 1 or block == 256):
+                out.append(cfg)
+    return out
+
+
+def main():
+    records = []
+    for H in HIDDEN:
+        x = torch.randn(ROWS, H, device="cuda", dtype=torch.bfloat16)
+        w = (1 + 0.1 * torch.randn(H, device="cuda")).to(torch.bfloat16)
+        b = (0.1 * torch.randn(H, device="cuda")).to(torch.bfloat16)
+        dy = torch.randn_like(x)
+        n = x.numel()
+        src, dst = (torch.empty(3 * n // 2, dtype=torch.bfloat16, device="cuda") for _ in range(2))
+        copy = 6 * n / queued_ms(lambda: dst.copy_(src))[0] / 1e6
+        del src, dst
+        for kind in ("layernorm", "rmsnorm"):
+            for cfg in configs(H):
+                if time.time() - T0 > BUDGET_S:
+                    print("budget: stopped at", kind, H, cfg)
+                    break
+                _norm.CONFIG_OVERRIDE[("bwd", H)] = cfg
+                xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
+                if kind == "layernorm":
+                    y, ins = layernorm(xg, wg, bg), (xg, wg, bg)
+                else:
+                    y, ins = rmsnorm(xg, wg), (xg, wg)
+                ref = [g.float() for g in torch.autograd.grad(y, ins, dy, retain_graph=True)]
+                ms = queued_ms(lambda: torch.autograd.grad(y, ins, dy, retain_graph=True), spin=4_000_000)[0]
+                gb = round(6 * n / ms / 1e6, 1)
+                records.append({"shape": {"rows": ROWS, "hidden": H}, "kind": kind, "config": cfg._asdict(),
+                                "tkn": gb, "baselines": {"copy": round(copy, 1)},
+                                "finite": bool(all(torch.isfinite(g).all() for g in ref))})
+                print(f"{kind} {H} {tuple(cfg)}: {gb} GB/s ({gb / copy:.2f}x copy)  {time.time() - T0:.0f} s",
+                      flush=True)
+                del y
+        _norm.CONFIG_OVERRIDE.pop(("bwd", H), None)
+        del x, dy
+        torch.cuda.empty_cache()
+    write("norm_bwd_sweep", "GB/s", records,
+          method="GPU time (common.queued_ms) of torch.autograd.grad through tkn's layernorm / rmsnorm backward, "
+                 "one record per configuration (warps, vecs, rows); copy: a device copy of the same bytes, same run")
+    print("\n| kind | hidden | best (warps, vecs, rows) | GB/s | x copy | default (first) |")
+    print("|---|---:|---|---:|---:|---:|")
+    for kind in ("layernorm", "rmsnorm"):
+        for H in HIDDEN:
+            rs = [r for r in records if r["kind"] == kind and r["shape"]["hidden"] == H]
+            if rs:
+                best = max(rs, key=lambda r: r["tkn"])
+                c = best["baselines"]["copy"]
+                print(f"| {kind} | {H} | {tuple(best['config'].values())} | {best['tkn']} | {best['tkn'] / c:.2f} | "
+                      f"{rs[0]['tkn'] / c:.2f} |")
+
+
+if __name__ == "__main__":
+    main()
