@@ -7,6 +7,7 @@
 #   verify    the product surface on a GPU: python -m tkn demo, then the GPU test tier beside `tkn bench all
 #             --quick` (its JSON, PNG and tables packed into bench_quick.tgz)
 #   park / tests / normsweep   FA4's first half to /tmp; the GPU tests in $TESTS; bench/norm_sweep.py
+#   normprobe the norm backward's time by part, the norm tests beside the three sanitizers
 #   kernels   attention (against cuDNN, FA2 and, installed first with .carry/fa4b carried, FA4), norms, rotary
 # Logs and result files go to $OUT (the device tool brings them back); a summary is printed last.
 export PYTHONPATH=.
@@ -52,6 +53,14 @@ for phase in "$@"; do
     ;;
   normsweep)  # the norm backward's configurations against a copy (bench/norm_sweep.py)
     timeout ${SWEEP_S:-260} python bench/norm_sweep.py $((${SWEEP_S:-260} - 20)) > "$OUT/norm_sweep.txt" 2>&1
+    ;;
+  normprobe)  # where the norm backward's time goes (bench/norm_probe.py), then compute-sanitizer beside the norm tests
+    timeout 90 python bench/norm_probe.py > "$OUT/norm_probe.txt" 2>&1
+    timeout ${TEST_S:-200} python -m pytest tests/test_norms.py -q -n 8 -p no:cacheprovider > "$OUT/tests.txt" 2>&1 &
+    for tool in memcheck racecheck synccheck; do
+      timeout ${SAN_S:-200} compute-sanitizer --tool $tool python bench/sanitize_new.py > "$OUT/sanitize_$tool.txt" 2>&1 &
+    done
+    wait
     ;;
   check2)     # FA4's first half parked for phase cli; the ping-pong probe, the forward variants, then the GPU
               # test tier beside the three sanitizers

@@ -149,10 +149,12 @@ def fwd_config(H):
 
 
 def bwd_config(H):
-    """Backward: up to 4 vectors a thread (h and g = dy * w both stay in registers until dx is written):
-    1024 -> (1 warp, 4, 4 rows), 2048 -> (2, 4, 2), 4096 -> (4, 4, 1), 8192 -> (8, 4, 1), 16384 -> (16, 4, 1).
+    """Backward: up to 2 vectors a thread (h and g = dy * w both stay in registers until dx is written; 4 took
+    130-190 registers, 2-3 blocks an SM): 1024 -> (2 warps, 2, 2 rows), 2048 -> (4, 2, 1), 4096 -> (8, 2, 1),
+    8192 -> (16, 2, 1), 16384 -> (32, 2, 1); within 5% of the best of bench/norm_sweep.py's configurations at each
+    size but RMSNorm 8192 (0.56x of copy vs 0.63x with 1 vector), 1.2-2x the 4-vector ones (norm_bwd_sweep.json).
     Dynamic shared memory for the column sums: 4 bytes x 2 (dbias too) x R x (padded) H: 64 KB at 8192."""
-    return CONFIG_OVERRIDE.get(("bwd", H)) or _config(H, 4)
+    return CONFIG_OVERRIDE.get(("bwd", H)) or _config(H, 2)
 
 
 # --------------------------------------------------------------------------------------------- kernel pieces

@@ -352,10 +352,10 @@ def test_norms_sass(which):
         sig, want = _norm.FWD_SIG, 24          # x, w, b: 8 vectors each
     elif which == "rmsnorm_bwd_4096":
         k, _, _ = _norm.bwd_kernel(4096, _norm.bwd_config(4096), True, True, False, False, False, False)
-        sig, want = _norm.BWD_SIG, 12          # x, residual, dy, w: 4 vectors each
+        sig, want = _norm.BWD_SIG, 4 * _norm.bwd_config(4096).vecs          # x, residual, dy, w
     elif which == "layernorm_bwd_1024_dropout":
         k, _, _ = _norm.bwd_kernel(1024, _norm.bwd_config(1024), False, True, True, True, True, True)
-        sig, want = _norm.BWD_SIG, 20          # x, residual, dy, w, dh: 4 each
+        sig, want = _norm.BWD_SIG, 5 * _norm.bwd_config(1024).vecs          # x, residual, dy, w, dh
     else:
         (k, _), sig, want = _norm.colsum_kernel(), _norm.COLSUM_SIG, 1
     n = count(sass(k, sig), "LDL", "STL", "LDG")
