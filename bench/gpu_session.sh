@@ -8,6 +8,7 @@
 #             --quick` (its JSON, PNG and tables packed into bench_quick.tgz)
 #   park / tests / normsweep   FA4's first half to /tmp; the GPU tests in $TESTS; bench/norm_sweep.py
 #   normprobe the norm backward's time by part, the norm tests beside the three sanitizers
+#   normfinal the norm tests, the norms bench and the probe after a norm change
 #   kernels   attention (against cuDNN, FA2 and, installed first with .carry/fa4b carried, FA4), norms, rotary
 # Logs and result files go to $OUT (the device tool brings them back); a summary is printed last.
 export PYTHONPATH=.
@@ -61,6 +62,14 @@ for phase in "$@"; do
       timeout ${SAN_S:-200} compute-sanitizer --tool $tool python bench/sanitize_new.py > "$OUT/sanitize_$tool.txt" 2>&1 &
     done
     wait
+    ;;
+  normfinal)  # the norm tests, then python -m tkn bench norms (Liger carried) into norms_final.tgz, then the probe
+    [ -d .carry/liger/site ] && export PYTHONPATH=$PYTHONPATH:$PWD/.carry/liger/site
+    timeout ${TEST_S:-120} python -m pytest tests/test_norms.py -q -n 8 -p no:cacheprovider > "$OUT/tests.txt" 2>&1
+    mkdir -p /tmp/res2
+    timeout 150 python -m tkn bench norms --out /tmp/res2 > "$OUT/bench_norms.txt" 2>&1; echo "bench exit $?" >> "$OUT/bench_norms.txt"
+    tar czf "$OUT/norms_final.tgz" -C /tmp res2
+    timeout 90 python bench/norm_probe.py > "$OUT/norm_probe.txt" 2>&1
     ;;
   check2)     # FA4's first half parked for phase cli; the ping-pong probe, the forward variants, then the GPU
               # test tier beside the three sanitizers

@@ -330,6 +330,34 @@ def test_weight_gradients_repeatable():
 
 @pytest.mark.gpu_only
 @pytest.mark.skipif(not GPU_TORCH, reason="needs torch with CUDA")
+@pytest.mark.parametrize("rms", [False, True])
+def test_torch_cuda_autograd_real_size(rms):
+    """The autograd backward's cached path ([2, 501, 4096], no residual) against float64 autograd, twice (the
+    second call takes the cached plan, with other data and a bias that needs no gradient)."""
+    r = rng()
+    rows, H = 1002, 4096
+    for again in (False, True):
+        xb, x = data(r, rows, H)
+        wb, w = data(r, 1, H, 0.5, 1.0)
+        bb, _ = data(r, 1, H, 0.5)
+        dyb, dy = data(r, rows, H)
+        t = lambda a, shape, g=True: torch.tensor(f64(a), dtype=torch.bfloat16, device="cuda").view(  # noqa: E731
+            shape).requires_grad_(g)
+        xt, wt, bt = t(xb, (2, rows // 2, H)), t(wb[0], (H,)), t(bb[0], (H,), not again)
+        y = rmsnorm(xt, wt) if rms else layernorm(xt, wt, bt)
+        y.backward(t(dyb, (2, rows // 2, H), False))
+        rdx, _, rdw, rdb = ref_backward(dy, x, w[0], None, None, 0.0, 1e-6 if rms else 1e-5, rms)
+        assert xt.grad.shape == xt.shape and xt.grad.dtype == torch.bfloat16
+        check_bf16(xt.grad.view(rows, H), rdx, "x.grad")
+        check_bf16(wt.grad, rdw, "weight.grad")
+        if not rms:
+            assert (bt.grad is None) == again
+            if not again:
+                check_bf16(bt.grad, rdb, "bias.grad")
+
+
+@pytest.mark.gpu_only
+@pytest.mark.skipif(not GPU_TORCH, reason="needs torch with CUDA")
 def test_torch_cuda_matches_torch():
     """torch CUDA tensors at a real size against torch's own bf16 layer_norm / rms_norm (same rounding once)."""
     x = torch.randn(1001, 4096, device="cuda", dtype=torch.bfloat16)
