@@ -9,6 +9,7 @@
 #   park / tests / normsweep   FA4's first half to /tmp; the GPU tests in $TESTS; bench/norm_sweep.py
 #   normprobe the norm backward's time by part, the norm tests beside the three sanitizers
 #   normfinal the norm tests, the norms bench and the probe after a norm change
+#   bwdtiles  the attention backward's ring depths against cuDNN
 #   kernels   attention (against cuDNN, FA2 and, installed first with .carry/fa4b carried, FA4), norms, rotary
 # Logs and result files go to $OUT (the device tool brings them back); a summary is printed last.
 export PYTHONPATH=.
@@ -70,6 +71,9 @@ for phase in "$@"; do
     timeout 150 python -m tkn bench norms --out /tmp/res2 > "$OUT/bench_norms.txt" 2>&1; echo "bench exit $?" >> "$OUT/bench_norms.txt"
     tar czf "$OUT/norms_final.tgz" -C /tmp res2
     timeout 90 python bench/norm_probe.py > "$OUT/norm_probe.txt" 2>&1
+    ;;
+  bwdtiles)   # the attention backward's ring depth against cuDNN (bench/attn_bwd_tiles.py)
+    timeout ${BWDT_S:-200} python bench/attn_bwd_tiles.py > "$OUT/bwd_tiles.txt" 2>&1
     ;;
   check2)     # FA4's first half parked for phase cli; the ping-pong probe, the forward variants, then the GPU
               # test tier beside the three sanitizers

@@ -635,7 +635,7 @@ def _built(key, make):
 
 def kernel_for(D, causal=False, varlen=False, deterministic=False):
     """(dispatcher, signature) of the main backward kernel of a variant (deterministic: without dQ)."""
-    return _built(("main", D, causal, varlen, not deterministic),
+    return _built(("main", D, causal, varlen, not deterministic, STAGES[D]),     # STAGES: a bench may vary it
                   lambda: _make_main(D, causal, varlen, not deterministic)), _main_signature()
 
 

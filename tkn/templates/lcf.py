@@ -295,6 +295,12 @@ def lcf(*, name, args, inputs, stages, tasks, iters, load, compute, finish, comm
         teardown(g, sc)
 
     @func
+    def schedule(g):
+        """(first task, step, tasks) of this block: a cluster shares its tasks. Read by each role after its
+        setmaxnreg: values live across it were spilled (the attention backward at D = 128, causal)."""
+        return cuda.blockIdx.x // CLUSTER, cuda.gridDim.x // CLUSTER, tasks(g)
+
+    @func
     def body(g):
         smem = dynamic_shared()
         tid = ptx.thread_rank()
@@ -308,17 +314,16 @@ def lcf(*, name, args, inputs, stages, tasks, iters, load, compute, finish, comm
             ptx.cluster_sync()                        # every CTA's barriers exist before anyone signals them
         else:
             cuda.syncthreads()
-        ntasks = tasks(g)
-        first = cuda.blockIdx.x // CLUSTER            # a cluster shares its tasks
-        step = cuda.gridDim.x // CLUSTER
         if tid // 128 == CONSUMERS:                   # the producer warpgroup
             warpgroup.decrease_registers(PRODUCER_REGS)
+            first, step, ntasks = schedule(g)
             if tid % 128 == 0:
                 producer(g, smem, first, step, ntasks)
             elif LCSF and tid % 128 == 32:
                 storer(g, smem, first, step, ntasks)
         else:
             warpgroup.increase_registers(CONSUMER_REGS)
+            first, step, ntasks = schedule(g)
             consumer(g, smem, first, step, ntasks)
         if CLUSTER > 1:
             ptx.cluster_sync()                        # no CTA leaves while a peer may still write to it
