@@ -311,7 +311,8 @@ FWD_SIG = (U16_2D, U16_2D, U16_1D, U16_1D, U16_2D, U16_2D, F32_1D, F32_1D, types
            types.uint64, types.uint64, types.uint64, types.float32)
 BWD_SIG = (U16_2D, U16_2D, U16_2D, U16_1D, U16_2D, F32_1D, F32_1D, U16_2D, U16_2D, F32_2D, F32_2D, types.int32,
            types.int32, types.uint64, types.uint64, types.uint64, types.float32)
-BWD_THREADS_PER_SM = 0        # 512: launch bounds for 512 threads an SM; measured here to spill the LayerNorm backward
+BWD_THREADS_PER_SM = 0        # 1024: launch bounds for 1024 threads an SM (64 registers: fits without spills since the
+                              # column-sum slots became a view; not yet timed: bench/norm_sweep.py)
 COLSUM_SIG = (F32_2D, F32_2D, U16_1D, U16_1D, types.int32, types.int32)
 
 _kernels = {}
@@ -402,19 +403,19 @@ def _make_bwd(H, cfg, rms, has_res, drop, has_dh, write_dres, has_db):
     INV_H = np.float32(1.0 / H)
 
     @tkn.func
-    def grad_e(v, u, aw, ab, k, sb, d, we, mu, rs, s1, s2):
+    def grad_e(v, u, aw, ab, k, d, we, mu, rs, s1, s2):
         xh = (v[k] - mu) * rs
         v[k] = xh
-        aw[sb + k * T] += d * xh
+        aw[k * T] += d * xh
         if has_db:
-            ab[sb + k * T] += d
+            ab[k * T] += d
         g = d * we
         u[k] = g
         return s1 + g, s2 + g * xh
 
     @tkn.func
-    def grad_j(dy, w, row, t, ok, v, u, aw, ab, sb, mu, rs, acc, j):
-        """u <- g = dy * w and v <- xhat; aw += dy * xhat, ab += dy (this thread's shared slots sb + k*T);
+    def grad_j(dy, w, row, t, ok, v, u, aw, ab, mu, rs, acc, j):
+        """u <- g = dy * w and v <- xhat; aw += dy * xhat, ab += dy (aw, ab: this thread's shared slots, k*T apart);
         acc += (sum g, sum g * xhat)."""
         k = 8 * j
         s1, s2 = acc
@@ -422,14 +423,14 @@ def _make_bwd(H, cfg, rms, has_res, drop, has_dh, write_dres, has_db):
             c = 8 * (j * T + t)
             d0, d1, d2, d3, d4, d5, d6, d7 = ld_bf16x8_stream(ptx.global_address(dy, (row, c)))
             w0, w1, w2, w3, w4, w5, w6, w7 = ld_bf16x8(ptx.global_address(w, c))
-            s1, s2 = grad_e(v, u, aw, ab, k, sb, d0, w0, mu, rs, s1, s2)
-            s1, s2 = grad_e(v, u, aw, ab, k + 1, sb, d1, w1, mu, rs, s1, s2)
-            s1, s2 = grad_e(v, u, aw, ab, k + 2, sb, d2, w2, mu, rs, s1, s2)
-            s1, s2 = grad_e(v, u, aw, ab, k + 3, sb, d3, w3, mu, rs, s1, s2)
-            s1, s2 = grad_e(v, u, aw, ab, k + 4, sb, d4, w4, mu, rs, s1, s2)
-            s1, s2 = grad_e(v, u, aw, ab, k + 5, sb, d5, w5, mu, rs, s1, s2)
-            s1, s2 = grad_e(v, u, aw, ab, k + 6, sb, d6, w6, mu, rs, s1, s2)
-            s1, s2 = grad_e(v, u, aw, ab, k + 7, sb, d7, w7, mu, rs, s1, s2)
+            s1, s2 = grad_e(v, u, aw, ab, k, d0, w0, mu, rs, s1, s2)
+            s1, s2 = grad_e(v, u, aw, ab, k + 1, d1, w1, mu, rs, s1, s2)
+            s1, s2 = grad_e(v, u, aw, ab, k + 2, d2, w2, mu, rs, s1, s2)
+            s1, s2 = grad_e(v, u, aw, ab, k + 3, d3, w3, mu, rs, s1, s2)
+            s1, s2 = grad_e(v, u, aw, ab, k + 4, d4, w4, mu, rs, s1, s2)
+            s1, s2 = grad_e(v, u, aw, ab, k + 5, d5, w5, mu, rs, s1, s2)
+            s1, s2 = grad_e(v, u, aw, ab, k + 6, d6, w6, mu, rs, s1, s2)
+            s1, s2 = grad_e(v, u, aw, ab, k + 7, d7, w7, mu, rs, s1, s2)
         else:
             _zero8(u, k)
         return s1, s2
@@ -464,33 +465,32 @@ def _make_bwd(H, cfg, rms, has_res, drop, has_dh, write_dres, has_db):
 
     @tkn.func
     @tkn.func
-    def put_part(p, prow, c, a, sb, k):
+    def put_part(p, prow, c, a, k):
         g = ptx.global_address(p, (prow, c))
-        ptx.st_global_v4_f32(g, a[sb + k * T], a[sb + (k + 1) * T], a[sb + (k + 2) * T], a[sb + (k + 3) * T])
-        ptx.st_global_v4_f32(g + np.uint64(16), a[sb + (k + 4) * T], a[sb + (k + 5) * T], a[sb + (k + 6) * T],
-                             a[sb + (k + 7) * T])
+        ptx.st_global_v4_f32(g, a[k * T], a[(k + 1) * T], a[(k + 2) * T], a[(k + 3) * T])
+        ptx.st_global_v4_f32(g + np.uint64(16), a[(k + 4) * T], a[(k + 5) * T], a[(k + 6) * T], a[(k + 7) * T])
 
     @tkn.func
-    def part_j(pw, pb, prow, t, aw, ab, sb, j):
+    def part_j(pw, pb, prow, t, aw, ab, j):
         if valid(t, j):
             c = 8 * (j * T + t)
-            put_part(pw, prow, c, aw, sb, 8 * j)
+            put_part(pw, prow, c, aw, 8 * j)
             if has_db:
-                put_part(pb, prow, c, ab, sb, 8 * j)
+                put_part(pb, prow, c, ab, 8 * j)
 
     @tkn.func
-    def zero_j(aw, ab, sb, j):
+    def zero_j(aw, ab, j):
         for e in range(8):
-            aw[sb + (8 * j + e) * T] = F0
+            aw[(8 * j + e) * T] = F0
             if has_db:
-                ab[sb + (8 * j + e) * T] = F0
+                ab[(8 * j + e) * T] = F0
 
-    grads = _unroll("grads", ("dy", "w", "row", "t", "ok", "v", "u", "aw", "ab", "sb", "mu", "rs"), grad_j, N,
+    grads = _unroll("grads", ("dy", "w", "row", "t", "ok", "v", "u", "aw", "ab", "mu", "rs"), grad_j, N,
                     acc=True)
     write_dx = _unroll("write_dx", ("dx", "dres", "dho", "row", "t", "ok", "v", "u", "bits", "mu_g", "mu_gx", "rs",
                                     "scale"), dx_j, N)
-    write_parts = _unroll("write_parts", ("pw", "pb", "prow", "t", "aw", "ab", "sb"), part_j, N)
-    zero_acc = _unroll("zero_acc", ("aw", "ab", "sb"), zero_j, N)
+    write_parts = _unroll("write_parts", ("pw", "pb", "prow", "t", "aw", "ab"), part_j, N)
+    zero_acc = _unroll("zero_acc", ("aw", "ab"), zero_j, N)
     load_h, row_sum2 = rw.load_h, rw.row_sum2
 
     def norm_bwd(dy, x, res, w, dho, mean, rstd, dx, dres, part_w, part_b, rows, iters, seed, offset, thresh,
@@ -503,12 +503,12 @@ def _make_bwd(H, cfg, rms, has_res, drop, has_dh, write_dres, has_db):
         v = cuda.local.array(NV, float32)
         u = cuda.local.array(NV, float32)
         acc = cuda.shared.array(0, float32)     # the column sums: thread-private slots, so no barriers
-        aw = acc[:SLOTS]
-        ab = acc[SLOTS:] if has_db else aw
-        sb = group * NV * T + t
+        sb = group * NV * T + t                 # this thread's first slot; its others are T apart
+        aw = acc[sb:SLOTS]                      # a view: constant indices from here (no per-access index math)
+        ab = acc[SLOTS + sb:] if has_db else aw
         bits = cuda.local.array(1, uint64)
         red = cuda.shared.array(SH, float32)
-        zero_acc(aw, ab, sb)
+        zero_acc(aw, ab)
         for it in range(iters):              # the same count in every block: the barriers inside line up
             row = (it * grid + blk) * R + group
             ok = row < rows
@@ -519,14 +519,14 @@ def _make_bwd(H, cfg, rms, has_res, drop, has_dh, write_dres, has_db):
                 rs = rstd[row]
                 if not rms:
                     mu = mean[row]
-            s1, s2 = grads(dy, w, row, t, ok, v, u, aw, ab, sb, mu, rs, (F0, F0))
+            s1, s2 = grads(dy, w, row, t, ok, v, u, aw, ab, mu, rs, (F0, F0))
             s1, s2 = row_sum2(s1, s2, red, it & 1, group, wir, lane)
             write_dx(dx, dres, dho, row, t, ok, v, u, bits, F0 if rms else s1 * INV_H, s2 * INV_H, rs, scale)
-        write_parts(part_w, part_b, blk * R + group, t, aw, ab, sb)
+        write_parts(part_w, part_b, blk * R + group, t, aw, ab)
 
     norm_bwd.__name__ = f"{'rms' if rms else 'layer'}norm_bwd_{H}"
-    # launch bounds: the block size, and BWD_THREADS_PER_SM // block resident blocks when set. ptxas gives the
-    # LayerNorm backward ~165 registers (1 block of 256 threads an SM at hidden 8192); capping it at 128 spilled
+    # launch bounds: the block size, and BWD_THREADS_PER_SM // block resident blocks when set. At 2 vectors a
+    # thread ptxas gives LayerNorm 72-89 registers, RMSNorm 64 (with the slots indexed off sb, 105-118 and 80)
     block = R * T
     return (tkn.kernel(norm_bwd, threads=block, min_blocks=max(1, BWD_THREADS_PER_SM // block)), block,
             4 * SLOTS * (2 if has_db else 1))
@@ -768,10 +768,10 @@ def torch_backward(dy, x, weight, mean, rstd, residual, dh, p, seed, offset, rms
     drop = p > 0.0
     has_res = residual is not None
     write_dres = has_res and drop and need_dres
-    key = (rows, H, rms, has_res, drop, dh is not None, write_dres, has_bias, need_dw, x.device.index)
+    cfg = bwd_config(H)
+    key = (rows, H, cfg, rms, has_res, drop, dh is not None, write_dres, has_bias, need_dw, x.device.index)
     plan = _bwd_plans.get(key)
     if plan is None:
-        cfg = bwd_config(H)
         dispatcher, block, smem = bwd_kernel(H, cfg, rms, has_res, drop, dh is not None, write_dres, has_bias)
         k = host.launcher(dispatcher, BWD_SIG, block, smem)
         groups = -(-rows // cfg.rows)
