@@ -10,6 +10,8 @@
 #   normprobe the norm backward's time by part, the norm tests beside the three sanitizers
 #   normfinal the norm tests, the norms bench and the probe after a norm change
 #   bwdtiles  the attention backward's ring depths against cuDNN
+#   regress   the GPU test tier beside the three sanitizers (after a template change)
+#   levers    norm_sweep, attn_bwd_tiles and a quick GEMM bench
 #   kernels   attention (against cuDNN, FA2 and, installed first with .carry/fa4b carried, FA4), norms, rotary
 # Logs and result files go to $OUT (the device tool brings them back); a summary is printed last.
 export PYTHONPATH=.
@@ -74,6 +76,18 @@ for phase in "$@"; do
     ;;
   bwdtiles)   # the attention backward's ring depth against cuDNN (bench/attn_bwd_tiles.py)
     timeout ${BWDT_S:-200} python bench/attn_bwd_tiles.py > "$OUT/bwd_tiles.txt" 2>&1
+    ;;
+  regress)    # after a template change: the whole GPU test tier beside the three sanitizers (norms included)
+    timeout ${TEST_S:-400} python -m pytest tests -q -n 12 -p no:cacheprovider > "$OUT/tests.txt" 2>&1 &
+    for tool in memcheck racecheck synccheck; do
+      timeout ${SAN_S:-400} compute-sanitizer --tool $tool python bench/sanitize_new.py > "$OUT/sanitize_$tool.txt" 2>&1 &
+    done
+    wait
+    ;;
+  levers)     # the levers ready to time: norm backward build and bounds, attention backward ring, GEMM quick check
+    timeout 200 python bench/norm_sweep.py 180 > "$OUT/norm_sweep.txt" 2>&1
+    timeout 150 python bench/attn_bwd_tiles.py > "$OUT/bwd_tiles.txt" 2>&1
+    mkdir -p /tmp/gq && timeout 120 python -m tkn bench gemm --quick --out /tmp/gq > "$OUT/gemm_quick.txt" 2>&1
     ;;
   check2)     # FA4's first half parked for phase cli; the ping-pong probe, the forward variants, then the GPU
               # test tier beside the three sanitizers
