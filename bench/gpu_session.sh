@@ -70,7 +70,7 @@ for phase in "$@"; do
     [ -d .carry/liger/site ] && export PYTHONPATH=$PYTHONPATH:$PWD/.carry/liger/site
     timeout ${TEST_S:-120} python -m pytest tests/test_norms.py -q -n 8 -p no:cacheprovider > "$OUT/tests.txt" 2>&1
     mkdir -p /tmp/res2
-    timeout 150 python -m tkn bench norms --out /tmp/res2 > "$OUT/bench_norms.txt" 2>&1; echo "bench exit $?" >> "$OUT/bench_norms.txt"
+    timeout 220 python -m tkn bench norms --out /tmp/res2 > "$OUT/bench_norms.txt" 2>&1; echo "bench exit $?" >> "$OUT/bench_norms.txt"
     tar czf "$OUT/norms_final.tgz" -C /tmp res2
     timeout 90 python bench/norm_probe.py > "$OUT/norm_probe.txt" 2>&1
     ;;

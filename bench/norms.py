@@ -23,7 +23,7 @@ from tkn.kernels.rmsnorm import rmsnorm  # noqa: E402
 
 ROWS = 16 * 4096
 HIDDEN = (1024, 2048, 4096, 8192)
-BUDGET_S = 80          # the whole run must end within 90 s on an H200
+BUDGET_S = float(os.environ.get("NORMS_BUDGET_S", 160))   # torch.compile rows past it are skipped (80 s skipped RMSNorm's)
 T0 = time.time()
 errors = {}
 
