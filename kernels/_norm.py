@@ -759,9 +759,10 @@ _bwd_plans = {}
 
 
 def torch_backward(dy, x, weight, mean, rstd, residual, dh, p, seed, offset, rms, has_bias, need_dres, need_dw):
-    """backward() for the autograd Function: torch CUDA tensors the forward checked (dy and dh made bf16 and
-    contiguous), so no checks; the launch decisions (kernel, grid, column-sum launch) cached per problem. At
-    hidden 1024 the checked path's host time per call exceeded the kernels' ~130 us (norm_probe.py)."""
+    """backward() for the autograd Function: torch tensors the forward checked (CUDA, or CPU under the
+    simulator; dy and dh made bf16 and contiguous), so no checks; the launch decisions (kernel, grid, column-sum
+    launch) cached per problem. At hidden 1024 the checked path's host time per call exceeded the kernels'
+    ~130 us (norm_probe.py)."""
     import torch
     H = x.shape[-1]
     rows = x.numel() // H
@@ -850,7 +851,7 @@ def autograd_function(rms):
             if dh is not None:
                 dh = dh.to(torch.bfloat16).contiguous()
             args = (dy, x, weight, mean, rstd, residual, dh, p, seed, offset, rms, has_bias)
-            if x.is_cuda and x.numel() and not SIM:
+            if x.numel() and (x.is_cuda or SIM):          # SIM: CPU tensors are the kernels' own
                 dx, dres, dw, db = torch_backward(*args, needs[3], needs[1] or needs[2])
             else:
                 dx, dres, dw, db = backward(*args, who, need_dres=needs[3], need_dw=needs[1] or needs[2])
