@@ -464,7 +464,6 @@ def _make_bwd(H, cfg, rms, has_res, drop, has_dh, write_dres, has_db):
             st_bf16x8(ptx.global_address(dx, (row, c)), h0, h1, h2, h3, h4, h5, h6, h7)
 
     @tkn.func
-    @tkn.func
     def put_part(p, prow, c, a, k):
         g = ptx.global_address(p, (prow, c))
         ptx.st_global_v4_f32(g, a[k * T], a[(k + 1) * T], a[(k + 2) * T], a[(k + 3) * T])
@@ -709,20 +708,47 @@ def backward(dy, x, weight, mean, rstd, residual, dh, p, seed, offset, rms, has_
         si = interop.check_array(s, name, dtype="float32", contiguous=True, align=4, device=info.device)
         if int(np.prod(si.shape, dtype=np.int64)) != rows:
             raise ValueError(f"{who}: {name} has shape {tuple(si.shape)}, expected {tuple(info.shape[:-1])}")
-    p = _check_p(p, who)
+    return _backward(dy, x, weight, mean, rstd, residual, dh, _check_p(p, who), seed, offset, rms, has_bias,
+                     need_dres, need_dw, tuple(info.shape))
+
+
+_bwd_plans = {}
+
+
+def _bwd_plan(x, rows, H, rms, has_res, drop, has_dh, write_dres, has_bias):
+    """(row kernel, grid, iters, partial rows, column-sum kernel, its grid) of a problem, decided once: the
+    persistent grid asks the driver for the kernel's occupancy."""
+    cfg = bwd_config(H)
+    torch_cuda = _is_torch(x) and not SIM and x.is_cuda
+    key = (rows, H, cfg, rms, has_res, drop, has_dh, write_dres, has_bias, x.device.index if torch_cuda else -1)
+    plan = _bwd_plans.get(key)
+    if plan is None:
+        dispatcher, block, smem = bwd_kernel(H, cfg, rms, has_res, drop, has_dh, write_dres, has_bias)
+        k = host.launcher(dispatcher, BWD_SIG, block, smem)
+        groups = -(-rows // cfg.rows)
+        grid = max(1, min(groups, host.num_sms(x if torch_cuda else None) * _resident_blocks(k, block, smem)))
+        cd, cblock = colsum_kernel()
+        plan = _bwd_plans[key] = (k, grid, -(-groups // grid), grid * cfg.rows,
+                                  host.launcher(cd, COLSUM_SIG, cblock, 0), (-(-H // 32), 2 if has_bias else 1, 1))
+    return plan
+
+
+def _backward(dy, x, weight, mean, rstd, residual, dh, p, seed, offset, rms, has_bias, need_dres, need_dw,
+              shape=None):
+    """backward() without its checks: arrays it checked, or the autograd Function's tensors (the forward checked
+    them; dy and dh made bf16 and contiguous). At hidden 1024 the checks and launch decisions of each call took
+    longer than the kernels' ~130 us (bench/norm_probe.py): the decisions are cached (_bwd_plan)."""
+    shape = tuple(x.shape) if shape is None else shape
+    H = shape[-1]
+    rows = int(np.prod(shape[:-1], dtype=np.int64))
     drop = p > 0.0
     has_res = residual is not None
     write_dres = has_res and drop and need_dres
+    k, grid, iters, parts, ck, cgrid = _bwd_plan(x, rows, H, rms, has_res, drop, dh is not None, write_dres,
+                                                 has_bias)
     shape2 = (rows, H)
     dx = _empty(shape2, "bf16", x)
     dres = _empty(shape2, "bf16", x) if write_dres else dx
-    cfg = bwd_config(H)
-    dispatcher, block, smem = bwd_kernel(H, cfg, rms, has_res, drop, dh is not None, write_dres, has_bias)
-    k = host.launcher(dispatcher, BWD_SIG, block, smem)
-    groups = -(-rows // cfg.rows)
-    sms = host.num_sms(x if _is_torch(x) and not SIM and x.is_cuda else None)
-    grid = max(1, min(groups, sms * _resident_blocks(k, block, smem)))
-    parts = grid * cfg.rows
     pw = _empty((parts, H), "float32", x)
     pb = _empty((parts, H), "float32", x) if has_bias else pw
     xv = _view(x, "x", shape2)
@@ -734,73 +760,22 @@ def backward(dy, x, weight, mean, rstd, residual, dh, p, seed, offset, rms, has_
     mu = _fview(mean, rows) if not rms else rs
     stream = host.current_stream(x)
     if rows:
-        k(grid, dyv, xv, rv, wv, dhv, mu, rs, dx, dres, pw, pb, rows, -(-groups // grid), _seed(seed, x) if drop else 0,
+        k(grid, dyv, xv, rv, wv, dhv, mu, rs, dx, dres, pw, pb, rows, iters, _seed(seed, x) if drop else 0,
           int(offset) & (2 ** 64 - 1), dropout_threshold(p), 1.0 / (1.0 - p), stream=stream)
     dw = db = None
     if need_dw:
         dw = _empty((H,), "bf16", x)
         db = _empty((H,), "bf16", x) if has_bias else dw
         if rows:
-            cd, cblock = colsum_kernel()
-            host.launcher(cd, COLSUM_SIG, cblock, 0)((-(-H // 32), 2 if has_bias else 1, 1), pw, pb, dw, db, parts,
-                                                     H, stream=stream)
+            ck(cgrid, pw, pb, dw, db, parts, H, stream=stream)
         else:
             _fill_zero(dw)
             if has_bias:
                 _fill_zero(db)
-    shape = tuple(info.shape)
     out_dx = _user(dx, x, shape)
     out_dres = (out_dx if not write_dres else _user(dres, x, shape)) if has_res else None
     return (out_dx, out_dres, _user(dw, weight, (H,)) if need_dw else None,
             _user(db, weight, (H,)) if need_dw and has_bias else None)
-
-
-_bwd_plans = {}
-
-
-def torch_backward(dy, x, weight, mean, rstd, residual, dh, p, seed, offset, rms, has_bias, need_dres, need_dw):
-    """backward() for the autograd Function: torch tensors the forward checked (CUDA, or CPU under the
-    simulator; dy and dh made bf16 and contiguous), so no checks; the launch decisions (kernel, grid, column-sum
-    launch) cached per problem. At hidden 1024 the checked path's host time per call exceeded the kernels'
-    ~130 us (norm_probe.py)."""
-    import torch
-    H = x.shape[-1]
-    rows = x.numel() // H
-    drop = p > 0.0
-    has_res = residual is not None
-    write_dres = has_res and drop and need_dres
-    cfg = bwd_config(H)
-    key = (rows, H, cfg, rms, has_res, drop, dh is not None, write_dres, has_bias, need_dw, x.device.index)
-    plan = _bwd_plans.get(key)
-    if plan is None:
-        dispatcher, block, smem = bwd_kernel(H, cfg, rms, has_res, drop, dh is not None, write_dres, has_bias)
-        k = host.launcher(dispatcher, BWD_SIG, block, smem)
-        groups = -(-rows // cfg.rows)
-        grid = max(1, min(groups, host.num_sms(x) * _resident_blocks(k, block, smem)))
-        cd, cblock = colsum_kernel()
-        ck = host.launcher(cd, COLSUM_SIG, cblock, 0)
-        plan = _bwd_plans[key] = (k, grid, -(-groups // grid), grid * cfg.rows, ck, (-(-H // 32), 2 if has_bias
-                                                                                       else 1, 1))
-    k, grid, iters, parts, ck, cgrid = plan
-    shape2 = (rows, H)
-    empty = lambda shape, dt: torch.empty(shape, dtype=dt, device=x.device)     # noqa: E731
-    dx = empty(x.shape, torch.bfloat16)
-    dres = empty(x.shape, torch.bfloat16) if write_dres else dx
-    pw = empty((parts, H), torch.float32)
-    pb = empty((parts, H), torch.float32) if has_bias else pw
-    xv, dxv = x.view(shape2), dx.view(shape2)
-    rs = rstd.view(rows)
-    stream = host.current_stream(x)
-    k(grid, dy.view(shape2), xv, residual.view(shape2) if has_res else xv, weight,
-      dh.view(shape2) if dh is not None else dxv, rs if rms else mean.view(rows), rs, dxv, dres.view(shape2), pw,
-      pb, rows, iters, _seed(seed, x) if drop else 0, int(offset) & (2 ** 64 - 1), dropout_threshold(p),
-      1.0 / (1.0 - p), stream=stream)
-    dw = db = None
-    if need_dw:
-        dw = empty((H,), torch.bfloat16)
-        db = empty((H,), torch.bfloat16) if has_bias else dw
-        ck(cgrid, pw, pb, dw, db, parts, H, stream=stream)
-    return dx, (dres if has_res else None), dw, (db if has_bias else None)
 
 
 def _fview(s, rows):
@@ -851,8 +826,8 @@ def autograd_function(rms):
             if dh is not None:
                 dh = dh.to(torch.bfloat16).contiguous()
             args = (dy, x, weight, mean, rstd, residual, dh, p, seed, offset, rms, has_bias)
-            if x.numel() and (x.is_cuda or SIM):          # SIM: CPU tensors are the kernels' own
-                dx, dres, dw, db = torch_backward(*args, needs[3], needs[1] or needs[2])
+            if x.is_cuda or SIM:          # the tensors the forward checked (SIM: CPU tensors are the kernels' own)
+                dx, dres, dw, db = _backward(*args, needs[3], needs[1] or needs[2])
             else:
                 dx, dres, dw, db = backward(*args, who, need_dres=needs[3], need_dw=needs[1] or needs[2])
             return (dx if needs[0] else None, dw if needs[1] else None, db if needs[2] else None,
