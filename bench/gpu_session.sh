@@ -11,7 +11,8 @@
 #   normfinal the norm tests, the norms bench and the probe after a norm change
 #   bwdtiles  the attention backward's ring depths against cuDNN
 #   regress   the GPU test tier beside the three sanitizers (after a template change)
-#   levers    norm_sweep, attn_bwd_tiles and a quick GEMM bench
+#   levers    norm_sweep, attn_bwd_tiles, ncu on the attention backward; gemmq: a quick GEMM bench
+#   bwdbulk   attn_bwd_tiles (dQ by bulk reduce-add), the backward's GPU tests and sanitizers, norm_sweep
 #   kernels   attention (against cuDNN, FA2 and, installed first with .carry/fa4b carried, FA4), norms, rotary
 # Logs and result files go to $OUT (the device tool brings them back); a summary is printed last.
 export PYTHONPATH=.
@@ -84,9 +85,27 @@ for phase in "$@"; do
     done
     wait
     ;;
-  levers)     # the levers ready to time: norm backward build and bounds, attention backward ring, GEMM quick check
-    timeout 200 python bench/norm_sweep.py 180 > "$OUT/norm_sweep.txt" 2>&1
-    timeout 150 python bench/attn_bwd_tiles.py > "$OUT/bwd_tiles.txt" 2>&1
+  levers)     # the levers ready to time: norm backward build and bounds, attention backward ring, then ncu on
+              # the attention backward (default, deterministic, cuDNN's; bench/attn_bwd_ncu.py)
+    timeout 160 python bench/norm_sweep.py 145 > "$OUT/norm_sweep.txt" 2>&1
+    timeout 140 python bench/attn_bwd_tiles.py > "$OUT/bwd_tiles.txt" 2>&1
+    for m in "tkn" "det" "cudnn" "tkn causal" "cudnn causal"; do     # one file: at most 8 come back
+      echo "##### $m" >> "$OUT/ncu.log"; timeout 55 ncu --clock-control none --profile-from-start off --section SpeedOfLight --section WarpStateStats \
+        --metrics sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_elapsed,lts__t_sectors_op_red.sum \
+        python bench/attn_bwd_ncu.py $m >> "$OUT/ncu.log" 2>&1
+    done
+    ;;
+  bwdbulk)    # the attention backward's variants (ring depth, dQ by bulk reduce-add), its GPU tests beside the
+              # three sanitizers (backward only), then the norm backward's configurations
+    timeout 200 python bench/attn_bwd_tiles.py > "$OUT/bwd_tiles.txt" 2>&1
+    timeout 150 python -m pytest tests/test_attention_bwd.py -q -n 8 -p no:cacheprovider > "$OUT/tests.txt" 2>&1 &
+    for tool in memcheck racecheck synccheck; do
+      SAN_ONLY=bwd timeout 150 compute-sanitizer --tool $tool python bench/sanitize_new.py > "$OUT/sanitize_$tool.txt" 2>&1 &
+    done
+    wait
+    timeout 150 python bench/norm_sweep.py 135 > "$OUT/norm_sweep.txt" 2>&1
+    ;;
+  gemmq)      # a quick GEMM bench (after a template change)
     mkdir -p /tmp/gq && timeout 120 python -m tkn bench gemm --quick --out /tmp/gq > "$OUT/gemm_quick.txt" 2>&1
     ;;
   check2)     # FA4's first half parked for phase cli; the ping-pong probe, the forward variants, then the GPU

@@ -26,8 +26,10 @@ Kernels (a launch each, on the stream of q):
        dK += dS^T Q (wgmma from shared: the dS registers are free) and
        dQ_i += dS K over both consumers' 64-row halves (wgmma, A = dS^T read transposed from shared):
        D=128: consumer w the columns 64w..64w+63 every stage; D=64: consumer (stage % 2) all 64 columns;
-       the 64 x 64 f32 part leaves by red.global.add.v4.f32 into tile T's slot of the accumulator, in fragment
-       order (thread t's floats 4q..4q+3 at (q * 128 + t) * 16 bytes: 512 contiguous bytes a warp instruction).
+       the 64 x 64 f32 part goes into tile T's slot of the accumulator, in fragment order (thread t's floats
+       4q..4q+3 at (q * 128 + t) * 16 bytes: 512 contiguous bytes a warp instruction): staged in shared memory
+       (st.shared.v4) and added by one thread's bulk reduce-add, 16 KB at once, as FA3's dQ writer does
+       (DQ_BULK; else red.global.add.v4.f32 straight from registers).
    finish: dK * scale and dV, bf16, straight from registers with row-masked 4-byte stores.
 3. convert: dq = accumulator * scale -> bf16 (row-masked stores).
 deterministic=True: the main kernel without dQ, then a dq kernel (LCF, FA2's dq pass): a task is (batch, query
@@ -57,6 +59,7 @@ SYNC_BAR = 5                    # named barrier over both consumers (ids 1..2: p
 BIG = 1 << 30
 INF = np.float32(np.inf)
 STAGES = {64: 4, 128: 2}        # main kernel: 17 KB / 33 KB stages
+DQ_BULK = True                  # dQ's parts leave through shared memory by one bulk reduce-add (else red.v4)
 DQ_STAGES = {64: 4, 128: 3}     # dq kernel: K and V, 16 / 32 KB a stage
 
 
@@ -162,6 +165,9 @@ def _make_main(D, causal, varlen, with_dq):
     CAUSAL, VARLEN, DQ = causal, varlen, with_dq
     SPLIT = D == 128            # dq columns split between the consumers (else they take stages in turn)
     DQC = 64                    # dq columns a consumer computes
+    BULK = DQ_BULK and with_dq
+    PART = 64 * DQC * 4         # bytes of a consumer's dq part (16 KB, contiguous in the tile's slot)
+    NBUF = 2 if SPLIT else 1    # dq staging buffers a consumer (D = 64: it computes every other stage)
     TILE_BYTES = 64 * D * 2
     ACC_TILE = 64 * D * 4       # bytes of one query tile's f32 dq slot
 
@@ -283,6 +289,28 @@ def _make_main(D, causal, varlen, with_dq):
                                    state.dq[0, j, e + 2], state.dq[0, j, e + 3])
 
     @tkn.func
+    def stage_dq(smem, state, w, par):
+        """This consumer's 64 x 64 dq part into its staging buffer, in the accumulator's fragment order
+        (st.shared.v4: a warp's 512 bytes contiguous, no bank conflicts)."""
+        base = ptx.shared_address(tkn.nth(smem.dqs, NBUF * w + par % NBUF), 0) + 16 * wg.laneid()
+        for j in range(DQC // 16):
+            for hh in range(2):
+                e = 4 * hh
+                ptx.st_shared_v4_f32(base + 2048 * (2 * j + hh), state.dq[0, j, e], state.dq[0, j, e + 1],
+                                     state.dq[0, j, e + 2], state.dq[0, j, e + 3])
+        tkn.tma.fence_proxy_async()
+
+    @tkn.func
+    def reduce_dq(g, smem, w, par, T):
+        """Once every thread has staged its part: one thread adds it into tile T's slot (one bulk reduce-add,
+        off the consumers' path; the buffer is rewritten NBUF dq stages later, after a read wait)."""
+        wg.sync(1 + w)
+        if wg.laneid() == 0:
+            dst = g.acc + np.int64(T) * ACC_TILE + (PART * w if SPLIT else 0)
+            ptx.bulk_reduce_add_f32(dst, ptx.shared_address(tkn.nth(smem.dqs, NBUF * w + par % NBUF), 0), PART)
+            ptx.bulk_commit_group()
+
+    @tkn.func
     def compute(g, smem, inp, state, c, it):
         w = wg.groupid()
         kt, vt = tkn.nth(smem.k, w), tkn.nth(smem.v, w)
@@ -321,6 +349,11 @@ def _make_main(D, causal, varlen, with_dq):
         dst = tkn.nth(smem.ds, 2 * w + par)
         wg.store(dst, state.ds)                  # dS^T (kv x q): dK's A operand and dQ's (transposed)
         tkn.tma.fence_proxy_async()
+        if BULK and wg.laneid() == 0:            # the reduce that read this stage's dq buffer is done with it
+            if SPLIT:
+                ptx.bulk_wait_group_read(1)
+            else:
+                ptx.bulk_wait_group_read(0)
         ptx.bar_sync(SYNC_BAR, 256)              # both consumers' dS^T are in shared memory
         wg.mma_AB(state.dk, dst, inp.q, it > 0)  # dK += dS^T Q (from shared: the dS registers are free)
         wg.mma_commit_group()
@@ -337,7 +370,11 @@ def _make_main(D, causal, varlen, with_dq):
             wg.mma_async_wait(state.dv, 1)       # dV, dK are done: the stage can go
             release(inp)
             wg.mma_async_wait(state.dq)
-            add_dq(g, state, T, w)
+            if BULK:
+                stage_dq(smem, state, w, par)
+                reduce_dq(g, smem, w, par, T)
+            else:
+                add_dq(g, state, T, w)
         else:
             wg.mma_async_wait(state.dv)
             release(inp)
@@ -356,19 +393,27 @@ def _make_main(D, causal, varlen, with_dq):
         store_strip(g.dk + off, kpitch, nk - krow, state.dk, g.scale, keep)
         store_strip(g.dv + off, kpitch, nk - krow, state.dv, np.float32(1), keep)
 
+    @tkn.func
+    def teardown(g, smem):
+        if BULK and wg.laneid() == 0:
+            ptx.bulk_wait_group(0)               # the last reduce has read shared memory (and written)
+
     name = f"attn_bwd_d{D}" + ("_causal" if causal else "") + ("_varlen" if varlen else "") + (
         "" if with_dq else "_nodq")
     inputs = dict(q=tkn.st("bf16", QB, D), do=tkn.st("bf16", QB, D), ld=tkn.sv("f32", 2 * QB))
     scratch = dict(k=tkn.st("bf16", KB, D, count=CONSUMERS), v=tkn.st("bf16", KB, D, count=CONSUMERS),
                    kv_bar=tkn.mbarrier(count=CONSUMERS))
     scratch["ds"] = tkn.st("bf16", KB, QB, count=(2 if with_dq else 1) * CONSUMERS)
+    if BULK:
+        scratch["dqs"] = tkn.sv("f32", 64 * DQC, count=NBUF * CONSUMERS)
     state = dict(s=tkn.rt("f32", 16, QB), dp=tkn.rt("f32", 16, QB), p=tkn.rt("bf16", 16, QB),
                  ds=tkn.rt("bf16", 16, QB), dk=tkn.rt("f32", 16, D), dv=tkn.rt("f32", 16, D))
     if with_dq:
         state["dq"] = tkn.rt("f32", 16, DQC)
     return lcf(name=name, args=MAIN_ARGS, inputs=inputs, stages=STAGES[D], scratch=scratch, state=state,
                prologue=prologue, tasks=tasks, common=common, iters=iters, load=load, setup=setup, compute=compute,
-               finish=finish, consumers=CONSUMERS, release="manual", producer_regs=40, consumer_regs=232)
+               finish=finish, teardown=teardown, consumers=CONSUMERS, release="manual", producer_regs=40,
+               consumer_regs=232)
 
 
 MAIN_ARGS = ("B", "HQ", "HKV", "GRP", "N", "NK", "NKB", "NQB", "sl2", "scale", "tma_q", "tma_k", "tma_v", "tma_do",
@@ -635,7 +680,7 @@ def _built(key, make):
 
 def kernel_for(D, causal=False, varlen=False, deterministic=False):
     """(dispatcher, signature) of the main backward kernel of a variant (deterministic: without dQ)."""
-    return _built(("main", D, causal, varlen, not deterministic, STAGES[D]),     # STAGES: a bench may vary it
+    return _built(("main", D, causal, varlen, not deterministic, STAGES[D], DQ_BULK),   # a bench may vary these
                   lambda: _make_main(D, causal, varlen, not deterministic)), _main_signature()
 
 

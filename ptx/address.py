@@ -91,6 +91,9 @@ def _st_v4_f32_twin(addr, a, b, c, d):
     _sim_f32x4(addr)[:] = np.array([a, b, c, d], np.float32)
 
 
+st_shared_v4_f32 = asm_leaf(
+    "st_shared_v4_f32", "st.shared.v4.f32 [$0], {$1, $2, $3, $4};", ins=("b32",) + ("f32",) * 4, memory=True,
+    volatile=True, twin=_st_v4_f32_twin, doc="Four floats to shared memory at addr (shared_address, 16-byte aligned).")
 red_add_v4_f32 = asm_leaf(
     "red_add_v4_f32", "red.global.add.v4.f32 [$0], {$1, $2, $3, $4};", ins=("b64",) + ("f32",) * 4, memory=True,
     volatile=True, twin=_red_add_v4_f32_twin,

@@ -227,6 +227,20 @@ for _r in range(1, 6):
         ins=("b64",) + ("s32",) * _r, memory=True, volatile=True, twin=_twin(_prefetch_twin),
         doc=f"tma_prefetch_{_r}d(tensormap, {_cs}): prefetch the box into L2.")
 
+def _bulk_reduce_add_f32_twin(gaddr, saddr, nbytes):
+    from .address import _red_lock
+    n = int(nbytes) // 4
+    with _red_lock:                       # per element atomic on the GPU: simulated threads run concurrently
+        sim_memory(gaddr, np.float32, n)[:] += sim_memory(saddr, np.float32, n)
+
+
+bulk_reduce_add_f32 = asm_leaf(
+    "bulk_reduce_add_f32", "cp.reduce.async.bulk.global.shared::cta.bulk_group.add.f32 [$0], [$1], $2;",
+    ins=("b64", "b32", "b32"), memory=True, volatile=True, twin=_bulk_reduce_add_f32_twin,
+    doc="bulk_reduce_add_f32(global_addr, smem_addr, nbytes): global[i] += smem[i] for nbytes / 4 floats, "
+        "atomically per element (both addresses 16-byte aligned, nbytes a multiple of 16); tracked like a TMA "
+        "store by bulk_commit_group / bulk_wait_group(_read).")
+
 bulk_commit_group = asm_leaf(
     "bulk_commit_group", "cp.async.bulk.commit_group;", memory=True, volatile=True, twin=_nothing,
     doc="Close this thread's group of bulk (TMA store / reduce) operations.")

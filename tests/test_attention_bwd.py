@@ -252,11 +252,13 @@ def test_attention_bwd_sass(D, causal, varlen, deterministic):
     info = []
     k, sig = AB.kernel_for(D, causal=causal, varlen=varlen, deterministic=deterministic)
     s = tkn.sass.sass(k, sig, info=info)
-    n = tkn.sass.count(s, "HGMMA", "UTMALDG", "USETMAXREG", "MUFU.EX2", "LDL", "STL", "REDG")
+    n = tkn.sass.count(s, "HGMMA", "UTMALDG", "USETMAXREG", "MUFU.EX2", "LDL", "STL", "REDG", "UBLKRED", "STS.128")
     # S^T, dP^T: D/16 k-steps each; dV, dK: 4 each; dQ: two 64 x 64 x 64 products (4 k-steps each)
     assert n["HGMMA"] == 2 * D // 16 + 8 + (0 if deterministic else 8), n
     assert n["UTMALDG"] >= 3 and n["USETMAXREG"] == 2 and n["MUFU.EX2"] >= 32, n
-    if not deterministic:
+    if not deterministic and AB.DQ_BULK:                        # dQ: 8 st.shared.v4 a stage, a bulk reduce-add
+        assert n["STS.128"] >= 8 and n["UBLKRED"] >= 1 and n["REDG"] == 0, n
+    elif not deterministic:
         assert n["REDG"] >= 8, n                                # dQ: 8 red.global.add.v4.f32 a stage
     for warning in ("C7504", "C7508", "C7510", "C7511", "C7514", "C7517", "C7519"):
         assert warning not in info[0], info[0]

@@ -320,6 +320,33 @@ def test_tma_load_store_reduce(dtype, rows, cols, shape, r0, c0, sr, sc):
     np.testing.assert_array_equal(acc[~inb].view(ubits), y0[~inb].view(ubits))
 
 
+@cuda.jit
+def _bulk_reduce_kernel(src, acc):
+    """Each block: 128 threads stage 4 floats each by st.shared.v4 (thread t at byte 16 t), then one thread adds
+    the 2 KB into acc by one bulk reduce-add (every block into the same floats)."""
+    buf = cuda.shared.array(512 + 4, np.float32)
+    pad = (16 - (ptx.shared_address(buf, 0) & 15)) // 4 % 4        # 16-byte aligned
+    t = cuda.threadIdx.x
+    b = cuda.blockIdx.x
+    base = ptx.shared_address(buf, pad)
+    ptx.st_shared_v4_f32(base + 16 * t, src[b, 4 * t], src[b, 4 * t + 1], src[b, 4 * t + 2], src[b, 4 * t + 3])
+    fence_proxy_async_shared()
+    cuda.syncthreads()
+    if t == 0:
+        ptx.bulk_reduce_add_f32(ptx.global_address(acc, 0), base, 2048)
+        ptx.bulk_commit_group()
+        ptx.bulk_wait_group(0)
+
+
+def test_bulk_reduce_add_f32():
+    """Three blocks' staged floats add into one 2 KB strip (small integers: every order of the adds is exact)."""
+    src = rng.integers(-64, 64, (3, 512)).astype(np.float32)
+    acc0 = rng.integers(-64, 64, 512).astype(np.float32)
+    d_acc = cuda.to_device(acc0)
+    _bulk_reduce_kernel[3, 128](cuda.to_device(src), d_acc)
+    np.testing.assert_array_equal(d_acc.copy_to_host(), acc0 + src.sum(0))
+
+
 @pytest.mark.skipif(not ptx.SIM, reason="on the GPU this traps and poisons the context")
 def test_tma_store_at_negative_coordinate_traps():
     x = bf16_rand(40, 56)
@@ -530,13 +557,16 @@ def test_sass_tma():
             ptx.tma_store_5d(t, s, 0, r0, 1, 2, 3)
             ptx.tma_reduce_add_2d(t, s, 0, r0)
             ptx.tma_reduce_add_3d(t, s, 0, r0, 1)
+            ptx.st_shared_v4_f32(s, 1.0, 2.0, 3.0, 4.0)
+            ptx.bulk_reduce_add_f32(t, s, 4096)
             ptx.bulk_commit_group()
             ptx.bulk_wait_group_read(0)
             ptx.bulk_wait_group(0)
 
     s = sass(kern, (U8_1D, types.int32))
-    c = count(s, "UTMALDG", "UTMASTG", "UTMAREDG", "UTMAPF", "UTMACCTL")
-    assert c["UTMALDG"] == 4 and c["UTMASTG"] == 2 and c["UTMAREDG"] == 2, c
+    c = count(s, "UTMALDG", "UTMASTG", "UTMAREDG", "UTMAPF", "UTMACCTL", "UBLKRED", "STS.128")
+    assert c["UTMALDG"] == 4 and c["UTMASTG"] == 2 and c["UTMAREDG"] == 2 and c["UBLKRED"] == 1, c
+    assert c["STS.128"] >= 1, c
     assert c["UTMAPF"] >= 1 and c["UTMACCTL"] >= 1, c
 
 
