@@ -97,7 +97,7 @@ for phase in "$@"; do
     ;;
   bwdbulk)    # the attention backward's variants (ring depth, dQ by bulk reduce-add), its GPU tests beside the
               # three sanitizers (backward only), then the norm backward's configurations
-    timeout 200 python bench/attn_bwd_tiles.py > "$OUT/bwd_tiles.txt" 2>&1
+    timeout 240 python bench/attn_bwd_tiles.py > "$OUT/bwd_tiles.txt" 2>&1
     timeout 150 python -m pytest tests/test_attention_bwd.py -q -n 8 -p no:cacheprovider > "$OUT/tests.txt" 2>&1 &
     for tool in memcheck racecheck synccheck; do
       SAN_ONLY=bwd timeout 150 compute-sanitizer --tool $tool python bench/sanitize_new.py > "$OUT/sanitize_$tool.txt" 2>&1 &

@@ -60,6 +60,7 @@ BIG = 1 << 30
 INF = np.float32(np.inf)
 STAGES = {64: 4, 128: 2}        # main kernel: 17 KB / 33 KB stages
 DQ_BULK = True                  # dQ's parts leave through shared memory by one bulk reduce-add (else red.v4)
+S_FIRST = True                  # main kernel: P = exp2(S) while dP's wgmma still runs (else both waited at once)
 DQ_STAGES = {64: 4, 128: 3}     # dq kernel: K and V, 16 / 32 KB a stage
 
 
@@ -138,6 +139,28 @@ def _p_ds(s, dp, p_out, ds_out, sl2):
 
 
 @tkn.func
+def _p_only(s, p_out, sl2):
+    """P = exp2(S' * sl2), in place in s (f32, for dS) and as bf16 in p_out (while dP's wgmma runs)."""
+    for j in range(4):
+        for p in range(4):
+            x, y = get_pair(s, 0, j, p)
+            px = ptx.ex2(x * sl2)
+            py = ptx.ex2(y * sl2)
+            set_pair(s, 0, j, p, px, py)
+            set_pair(p_out, 0, j, p, px, py)
+
+
+@tkn.func
+def _ds_only(p, dp, ds_out):
+    """dS = P * dP' (P f32 from _p_only), bf16 into ds_out."""
+    for j in range(4):
+        for q in range(4):
+            x, y = get_pair(p, 0, j, q)
+            u, v = get_pair(dp, 0, j, q)
+            set_pair(ds_out, 0, j, q, x * u, y * v)
+
+
+@tkn.func
 def _mask_bf16(a, b, rlim, clim, diag, sign):
     """Zero bf16 tiles a and b (this warp's 16 x 64 strip of a 64 x 64 block) outside r < rlim, c < clim,
     sign * (r - c) <= diag (r: row, c: column of the block), on the packed registers (after the f32 values are
@@ -166,6 +189,7 @@ def _make_main(D, causal, varlen, with_dq):
     SPLIT = D == 128            # dq columns split between the consumers (else they take stages in turn)
     DQC = 64                    # dq columns a consumer computes
     BULK = DQ_BULK and with_dq
+    SFIRST = S_FIRST
     PART = 64 * DQC * 4         # bytes of a consumer's dq part (16 KB, contiguous in the tile's slot)
     NBUF = 2 if SPLIT else 1    # dq staging buffers a consumer (D = 64: it computes every other stage)
     TILE_BYTES = 64 * D * 2
@@ -318,10 +342,19 @@ def _make_main(D, causal, varlen, with_dq):
         wg.mma_fence(state.s)
         wg.mma_fence(state.dp)
         wg.mma_ABt(state.s, kt, inp.q)           # S^T - lse / scale = K Q^T + seed
+        if SFIRST:
+            wg.mma_commit_group()
         wg.mma_ABt(state.dp, vt, inp.do)         # dP^T - delta = V dO^T + seed
         wg.mma_commit_group()
-        wg.mma_async_wait(state.s)
-        wg.mma_async_wait(state.dp)
+        if SFIRST:
+            wg.mma_async_wait_older(state.s, 1)  # S is done, dP still runs
+            _p_only(state.s, state.p, g.sl2)
+            wg.mma_async_wait(state.dp)
+            _ds_only(state.s, state.dp, state.ds)
+        else:
+            wg.mma_async_wait(state.s)
+            wg.mma_async_wait(state.dp)
+            _p_ds(state.s, state.dp, state.p, state.ds, g.sl2)
         _, qb, T = stage_of(g, c, it)
         nq, nk = lengths(g, c)
         kv0w = c[2] + KB * w
@@ -330,7 +363,6 @@ def _make_main(D, causal, varlen, with_dq):
         diag = BIG
         if CAUSAL:
             diag = qb * QB + (nk - nq) - kv0w    # keep r - c <= diag
-        _p_ds(state.s, state.dp, state.p, state.ds, g.sl2)
         if rlim < KB or clim < QB or diag < KB - 1:
             _mask_bf16(state.p, state.ds, rlim, clim, diag, 1)
         wg.mma_AB(state.dv, state.p, inp.do, it > 0)     # dV += P^T dO
@@ -680,7 +712,7 @@ def _built(key, make):
 
 def kernel_for(D, causal=False, varlen=False, deterministic=False):
     """(dispatcher, signature) of the main backward kernel of a variant (deterministic: without dQ)."""
-    return _built(("main", D, causal, varlen, not deterministic, STAGES[D], DQ_BULK),   # a bench may vary these
+    return _built(("main", D, causal, varlen, not deterministic, STAGES[D], DQ_BULK, S_FIRST),  # a bench varies these
                   lambda: _make_main(D, causal, varlen, not deterministic)), _main_signature()
 
 
