@@ -12,6 +12,7 @@
 #   bwdtiles  the attention backward's ring depths against cuDNN
 #   regress   the GPU test tier beside the three sanitizers (after a template change)
 #   levers    norm_sweep, attn_bwd_tiles, ncu on the attention backward; gemmq: a quick GEMM bench
+#   normlast  the norm launch bounds at 4096 / 8192, the norms bench, the norm tests
 #   bwdbulk   attn_bwd_tiles (dQ by bulk reduce-add), the backward's GPU tests and sanitizers, norm_sweep
 #   kernels   attention (against cuDNN, FA2 and, installed first with .carry/fa4b carried, FA4), norms, rotary
 # Logs and result files go to $OUT (the device tool brings them back); a summary is printed last.
@@ -104,6 +105,14 @@ for phase in "$@"; do
     done
     wait
     timeout 150 python bench/norm_sweep.py 135 > "$OUT/norm_sweep.txt" 2>&1
+    ;;
+  normlast)   # the launch bounds at hidden 4096 / 8192, python -m tkn bench norms (Liger carried) into $OUT/res,
+              # then the norm tests
+    [ -d .carry/liger/site ] && export PYTHONPATH=$PYTHONPATH:$PWD/.carry/liger/site
+    timeout 80 python bench/norm_sweep.py 60 bounds 4096 8192 > "$OUT/norm_sweep.txt" 2>&1
+    NORMS_BUDGET_S=150 timeout 200 python -m tkn bench norms --out "$OUT/res" > "$OUT/bench_norms.txt" 2>&1
+    echo "bench exit $?" >> "$OUT/bench_norms.txt"
+    timeout 90 python -m pytest tests/test_norms.py -q -n 8 -p no:cacheprovider > "$OUT/tests.txt" 2>&1
     ;;
   gemmq)      # a quick GEMM bench (after a template change)
     mkdir -p /tmp/gq && timeout 120 python -m tkn bench gemm --quick --out /tmp/gq > "$OUT/gemm_quick.txt" 2>&1

@@ -1,7 +1,9 @@
 """The norm backward's configurations (warps a row, 16-byte vectors a thread, rows a block) against a device copy
 of the same bytes, same run: which one each hidden size should default to. rows 65536, bf16, GB/s as
 bench/norms.py counts them (x, dy read + dx written), the time of torch.autograd.grad on a retained graph.
-Writes bench/results/norm_bwd_sweep.json and prints a table.   python bench/norm_sweep.py [budget_s]"""
+Writes bench/results/norm_bwd_sweep.json and prints a table.
+    python bench/norm_sweep.py [budget_s] [bounds] [hidden ...]
+bounds: only the default configuration, with and without launch bounds; hidden: these sizes only."""
 import os
 import sys
 import time
@@ -16,8 +18,9 @@ from tkn.kernels.layernorm import layernorm  # noqa: E402
 from tkn.kernels.rmsnorm import rmsnorm  # noqa: E402
 
 ROWS = 16 * 4096
-HIDDEN = (1024, 2048, 4096, 8192)
 BUDGET_S = float(sys.argv[1]) if len(sys.argv) > 1 else 240
+BOUNDS_ONLY = "bounds" in sys.argv[2:]
+HIDDEN = tuple(int(a) for a in sys.argv[2:] if a.isdigit()) or (1024, 2048, 4096, 8192)
 T0 = time.time()
 
 
@@ -26,6 +29,8 @@ def configs(H):
     threads an SM (64 registers), then 4, 2 and 1 vectors a thread in blocks of 128 and 256 threads where a row
     fits in one, without."""
     V, out = H // 8, [(_norm.bwd_config(H), 1024)]
+    if BOUNDS_ONLY:
+        return out + [(out[0][0], 0)]
     for n in (2, 4, 1):
         w = -(-V // (32 * n))
         for block in (128, 256):
@@ -48,6 +53,7 @@ def main():
         copy = 6 * n / queued_ms(lambda: dst.copy_(src))[0] / 1e6
         del src, dst
         for kind in ("layernorm", "rmsnorm"):
+            _norm.CONFIG_OVERRIDE.pop(("bwd", H), None)      # configs(H) starts from the default
             for cfg, tpsm in configs(H):
                 if time.time() - T0 > BUDGET_S:
                     print("budget: stopped at", kind, H, cfg)

@@ -311,8 +311,8 @@ FWD_SIG = (U16_2D, U16_2D, U16_1D, U16_1D, U16_2D, U16_2D, F32_1D, F32_1D, types
            types.uint64, types.uint64, types.uint64, types.float32)
 BWD_SIG = (U16_2D, U16_2D, U16_2D, U16_1D, U16_2D, F32_1D, F32_1D, U16_2D, U16_2D, F32_2D, F32_2D, types.int32,
            types.int32, types.uint64, types.uint64, types.uint64, types.float32)
-BWD_THREADS_PER_SM = 0        # 1024: launch bounds for 1024 threads an SM (64 registers: fits without spills since the
-                              # column-sum slots became a view; not yet timed: bench/norm_sweep.py)
+BWD_THREADS_PER_SM = 1024     # launch bounds for 1024 threads an SM (64 registers, no spills since the column-sum
+                              # slots became a view): 1.03-1.09x at hidden 1024 / 2048 (norm_bwd_sweep.json)
 COLSUM_SIG = (F32_2D, F32_2D, U16_1D, U16_1D, types.int32, types.int32)
 
 _kernels = {}
