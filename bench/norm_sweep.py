@@ -59,7 +59,7 @@ def main():
                     print("budget: stopped at", kind, H, cfg)
                     break
                 _norm.CONFIG_OVERRIDE[("bwd", H)] = cfg
-                _norm.BWD_THREADS_PER_SM = tpsm
+                _norm.BWD_THREADS_PER_SM, _norm.BWD_BOUNDS_MAX_H = tpsm, 1 << 30
                 _norm._kernels.clear()           # the launch bounds are not in the kernels' key, nor the plans'
                 _norm._bwd_plans.clear()
                 xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
@@ -78,7 +78,7 @@ def main():
                       flush=True)
                 del y
         _norm.CONFIG_OVERRIDE.pop(("bwd", H), None)
-        _norm.BWD_THREADS_PER_SM = 0
+        _norm.BWD_THREADS_PER_SM, _norm.BWD_BOUNDS_MAX_H = 1024, 2048
         del x, dy
         torch.cuda.empty_cache()
     write("norm_bwd_sweep", "GB/s", records,

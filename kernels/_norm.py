@@ -312,7 +312,8 @@ FWD_SIG = (U16_2D, U16_2D, U16_1D, U16_1D, U16_2D, U16_2D, F32_1D, F32_1D, types
 BWD_SIG = (U16_2D, U16_2D, U16_2D, U16_1D, U16_2D, F32_1D, F32_1D, U16_2D, U16_2D, F32_2D, F32_2D, types.int32,
            types.int32, types.uint64, types.uint64, types.uint64, types.float32)
 BWD_THREADS_PER_SM = 1024     # launch bounds for 1024 threads an SM (64 registers, no spills since the column-sum
-                              # slots became a view): 1.03-1.09x at hidden 1024 / 2048 (norm_bwd_sweep.json)
+                              # slots became a view): 1.03-1.09x at hidden 1024 / 2048 (norm_bwd_sweep_v14_small.json)
+BWD_BOUNDS_MAX_H = 2048       # where they were measured; above it (4096, 8192 untimed) no bounds, as before
 COLSUM_SIG = (F32_2D, F32_2D, U16_1D, U16_1D, types.int32, types.int32)
 
 _kernels = {}
@@ -527,7 +528,8 @@ def _make_bwd(H, cfg, rms, has_res, drop, has_dh, write_dres, has_db):
     # launch bounds: the block size, and BWD_THREADS_PER_SM // block resident blocks when set. At 2 vectors a
     # thread ptxas gives LayerNorm 72-89 registers, RMSNorm 64 (with the slots indexed off sb, 105-118 and 80)
     block = R * T
-    return (tkn.kernel(norm_bwd, threads=block, min_blocks=max(1, BWD_THREADS_PER_SM // block)), block,
+    tpsm = BWD_THREADS_PER_SM if H <= BWD_BOUNDS_MAX_H else 0
+    return (tkn.kernel(norm_bwd, threads=block, min_blocks=max(1, tpsm // block)), block,
             4 * SLOTS * (2 if has_db else 1))
 
 
