@@ -18,6 +18,7 @@ from tkn.kernels.layernorm import layernorm  # noqa: E402
 from tkn.kernels.rmsnorm import rmsnorm  # noqa: E402
 
 ROWS = 16 * 4096
+default_bounds = _norm.bwd_threads_per_sm
 BUDGET_S = float(sys.argv[1]) if len(sys.argv) > 1 else 240
 BOUNDS_ONLY = "bounds" in sys.argv[2:]
 HIDDEN = tuple(int(a) for a in sys.argv[2:] if a.isdigit()) or (1024, 2048, 4096, 8192)
@@ -59,7 +60,7 @@ def main():
                     print("budget: stopped at", kind, H, cfg)
                     break
                 _norm.CONFIG_OVERRIDE[("bwd", H)] = cfg
-                _norm.BWD_THREADS_PER_SM, _norm.BWD_BOUNDS_MAX_H = tpsm, 1 << 30
+                _norm.bwd_threads_per_sm = lambda H, rms, t=tpsm: t
                 _norm._kernels.clear()           # the launch bounds are not in the kernels' key, nor the plans'
                 _norm._bwd_plans.clear()
                 xg, wg, bg = (t.detach().requires_grad_() for t in (x, w, b))
@@ -78,7 +79,7 @@ def main():
                       flush=True)
                 del y
         _norm.CONFIG_OVERRIDE.pop(("bwd", H), None)
-        _norm.BWD_THREADS_PER_SM, _norm.BWD_BOUNDS_MAX_H = 1024, 2048
+        _norm.bwd_threads_per_sm = default_bounds
         del x, dy
         torch.cuda.empty_cache()
     write("norm_bwd_sweep", "GB/s", records,

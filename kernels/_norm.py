@@ -311,12 +311,16 @@ FWD_SIG = (U16_2D, U16_2D, U16_1D, U16_1D, U16_2D, U16_2D, F32_1D, F32_1D, types
            types.uint64, types.uint64, types.uint64, types.float32)
 BWD_SIG = (U16_2D, U16_2D, U16_2D, U16_1D, U16_2D, F32_1D, F32_1D, U16_2D, U16_2D, F32_2D, F32_2D, types.int32,
            types.int32, types.uint64, types.uint64, types.uint64, types.float32)
-BWD_THREADS_PER_SM = 1024     # launch bounds for 1024 threads an SM (64 registers, no spills since the column-sum
-                              # slots became a view): 1.03-1.09x at hidden 1024 / 2048 (norm_bwd_sweep_v14_small.json)
-BWD_BOUNDS_MAX_H = 2048       # where they were measured; above it (4096, 8192 untimed) no bounds, as before
 COLSUM_SIG = (F32_2D, F32_2D, U16_1D, U16_1D, types.int32, types.int32)
 
 _kernels = {}
+
+
+def bwd_threads_per_sm(H, rms):
+    """The backward's launch bounds, threads an SM (0: none). LayerNorm up to hidden 2048: 1024 (64 registers, no
+    spills since the column-sum slots became a view), 1.03-1.09x there (norm_bwd_sweep_v14_small.json); above it
+    untimed, and RMSNorm has 64 registers without them: none (bench/norm_sweep.py replaces this function)."""
+    return 1024 if H <= 2048 and not rms else 0
 
 
 def fwd_kernel(H, cfg, rms, has_res, drop, store_h, has_bias):
@@ -525,11 +529,10 @@ def _make_bwd(H, cfg, rms, has_res, drop, has_dh, write_dres, has_db):
         write_parts(part_w, part_b, blk * R + group, t, aw, ab)
 
     norm_bwd.__name__ = f"{'rms' if rms else 'layer'}norm_bwd_{H}"
-    # launch bounds: the block size, and BWD_THREADS_PER_SM // block resident blocks when set. At 2 vectors a
+    # launch bounds: the block size, and bwd_threads_per_sm // block resident blocks when set. At 2 vectors a
     # thread ptxas gives LayerNorm 72-89 registers, RMSNorm 64 (with the slots indexed off sb, 105-118 and 80)
     block = R * T
-    tpsm = BWD_THREADS_PER_SM if H <= BWD_BOUNDS_MAX_H else 0
-    return (tkn.kernel(norm_bwd, threads=block, min_blocks=max(1, tpsm // block)), block,
+    return (tkn.kernel(norm_bwd, threads=block, min_blocks=max(1, bwd_threads_per_sm(H, rms) // block)), block,
             4 * SLOTS * (2 if has_db else 1))
 
 

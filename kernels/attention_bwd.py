@@ -125,22 +125,8 @@ def _init_rows(s, dp, nl, nd):
 
 
 @tkn.func
-def _p_ds(s, dp, p_out, ds_out, sl2):
-    """P = exp2(S' * sl2) and dS = P * dP' (S' = S - lse / scale and dP' = dP - delta, seeded), bf16 into p_out
-    and ds_out (p_out may be ds_out: P is then dropped)."""
-    for j in range(4):
-        for p in range(4):
-            x, y = get_pair(s, 0, j, p)
-            u, v = get_pair(dp, 0, j, p)
-            px = ptx.ex2(x * sl2)
-            py = ptx.ex2(y * sl2)
-            set_pair(p_out, 0, j, p, px, py)
-            set_pair(ds_out, 0, j, p, px * u, py * v)
-
-
-@tkn.func
-def _p_only(s, p_out, sl2):
-    """P = exp2(S' * sl2), in place in s (f32, for dS) and as bf16 in p_out (while dP's wgmma runs)."""
+def _p_exp2(s, p_out, sl2):
+    """P = exp2(S' * sl2) (S' = S - lse / scale, seeded), in place in s (f32, for dS) and as bf16 in p_out."""
     for j in range(4):
         for p in range(4):
             x, y = get_pair(s, 0, j, p)
@@ -151,8 +137,8 @@ def _p_only(s, p_out, sl2):
 
 
 @tkn.func
-def _ds_only(p, dp, ds_out):
-    """dS = P * dP' (P f32 from _p_only), bf16 into ds_out."""
+def _ds_mul(p, dp, ds_out):
+    """dS = P * dP' (P f32 from _p_exp2, dP' = dP - delta, seeded), bf16 into ds_out (may be _p_exp2's p_out)."""
     for j in range(4):
         for q in range(4):
             x, y = get_pair(p, 0, j, q)
@@ -313,10 +299,14 @@ def _make_main(D, causal, varlen, with_dq):
                                    state.dq[0, j, e + 2], state.dq[0, j, e + 3])
 
     @tkn.func
+    def dq_buffer(smem, w, par):
+        return ptx.shared_address(tkn.nth(smem.dqs, NBUF * w + par % NBUF), 0)
+
+    @tkn.func
     def stage_dq(smem, state, w, par):
         """This consumer's 64 x 64 dq part into its staging buffer, in the accumulator's fragment order
         (st.shared.v4: a warp's 512 bytes contiguous, no bank conflicts)."""
-        base = ptx.shared_address(tkn.nth(smem.dqs, NBUF * w + par % NBUF), 0) + 16 * wg.laneid()
+        base = dq_buffer(smem, w, par) + 16 * wg.laneid()
         for j in range(DQC // 16):
             for hh in range(2):
                 e = 4 * hh
@@ -331,7 +321,7 @@ def _make_main(D, causal, varlen, with_dq):
         wg.sync(1 + w)
         if wg.laneid() == 0:
             dst = g.acc + np.int64(T) * ACC_TILE + (PART * w if SPLIT else 0)
-            ptx.bulk_reduce_add_f32(dst, ptx.shared_address(tkn.nth(smem.dqs, NBUF * w + par % NBUF), 0), PART)
+            ptx.bulk_reduce_add_f32(dst, dq_buffer(smem, w, par), PART)
             ptx.bulk_commit_group()
 
     @tkn.func
@@ -348,13 +338,13 @@ def _make_main(D, causal, varlen, with_dq):
         wg.mma_commit_group()
         if SFIRST:
             wg.mma_async_wait_older(state.s, 1)  # S is done, dP still runs
-            _p_only(state.s, state.p, g.sl2)
+            _p_exp2(state.s, state.p, g.sl2)
             wg.mma_async_wait(state.dp)
-            _ds_only(state.s, state.dp, state.ds)
         else:
             wg.mma_async_wait(state.s)
             wg.mma_async_wait(state.dp)
-            _p_ds(state.s, state.dp, state.p, state.ds, g.sl2)
+            _p_exp2(state.s, state.p, g.sl2)
+        _ds_mul(state.s, state.dp, state.ds)
         _, qb, T = stage_of(g, c, it)
         nq, nk = lengths(g, c)
         kv0w = c[2] + KB * w
@@ -559,7 +549,8 @@ def _make_dq(D, causal, varlen):
         diag = BIG
         if CAUSAL:
             diag = row0 + (c[4] - c[3]) - it * KB     # keep c - r <= diag
-        _p_ds(state.s, state.dp, state.ds, state.ds, g.sl2)
+        _p_exp2(state.s, state.ds, g.sl2)
+        _ds_mul(state.s, state.dp, state.ds)
         if rlim < QB or clim < KB or diag < KB - 1:
             _mask_bf16(state.ds, state.ds, rlim, clim, diag, -1)
         wg.mma_AB(state.dq, state.ds, inp.k, it > 0)      # dQ += dS K
