@@ -1,8 +1,9 @@
-"""One attention backward (B4 H16 N4096 D128, bf16) between cudaProfilerStart/Stop, for ncu:
+"""One attention backward or forward (B4 H16 N4096 D128, bf16) between cudaProfilerStart/Stop, for ncu:
     ncu --clock-control none --profile-from-start off --section SpeedOfLight --section WarpStateStats \
-        python bench/attn_bwd_ncu.py [tkn | det | cudnn] [causal]
-tkn: the default backward (prep, main with dQ's atomics, convert); det: deterministic=True (main without dQ, then
-the dq kernel), so the two main kernels' times show what dQ costs; cudnn: torch SDPA's cuDNN backward."""
+        python bench/attn_bwd_ncu.py [tkn | det | cudnn | fwd | cudnn_fwd] [causal]
+tkn: the default backward (prep, main with dQ by bulk reduce-add, convert); det: deterministic=True (main without
+dQ, then the dq kernel), so the two main kernels' times show what dQ costs; cudnn: torch SDPA's cuDNN backward;
+fwd, cudnn_fwd: the forwards."""
 import os
 import sys
 
@@ -20,7 +21,14 @@ causal = "causal" in sys.argv[2:]
 B, H, N, D = 4, 16, 4096, 128
 q, k, v = (torch.randn(B, H, N, D, device="cuda", dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
 do = torch.randn_like(q)
-if mode == "cudnn":
+if mode == "cudnn_fwd":
+    def step():
+        with sdpa_kernel(SDPBackend.CUDNN_ATTENTION), torch.no_grad():
+            return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+elif mode == "fwd":
+    def step():
+        return A.forward(q.detach(), k.detach(), v.detach(), causal)
+elif mode == "cudnn":
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
         o = F.scaled_dot_product_attention(q, k, v, is_causal=causal)
 

@@ -114,6 +114,36 @@ for phase in "$@"; do
     echo "bench exit $?" >> "$OUT/bench_norms.txt"
     timeout 90 python -m pytest tests/test_norms.py -q -n 8 -p no:cacheprovider > "$OUT/tests.txt" 2>&1
     ;;
+  normnew)    # the norm backward's launch bounds at every size (with and without, both norms), python -m tkn
+              # bench norms (QuACK with FA4's wheels, Liger) into res.tgz, the norm tests beside the sanitizers
+    if [ -f .carry/fa4b/install.sh ]; then
+      bash .carry/fa4b/install.sh > /tmp/fa4_install.txt 2>&1
+      export PYTHONPATH=/tmp/fa4site:/tmp/fa4site/nvidia_cutlass_dsl/dsl_packages:$PYTHONPATH
+    fi
+    [ -d .carry/liger/site ] && export PYTHONPATH=$PYTHONPATH:$PWD/.carry/liger/site
+    timeout 110 python bench/norm_sweep.py 90 bounds > "$OUT/norm_sweep.txt" 2>&1
+    mkdir -p /tmp/res
+    NORMS_BUDGET_S=150 timeout 220 python -m tkn bench norms --out /tmp/res > "$OUT/bench_norms.txt" 2>&1
+    echo "bench exit $?" >> "$OUT/bench_norms.txt"
+    tar czf "$OUT/res.tgz" -C /tmp res
+    timeout 120 python -m pytest tests/test_norms.py tests/test_rotary.py -q -n 8 -p no:cacheprovider > "$OUT/tests.txt" 2>&1 &
+    for tool in memcheck racecheck synccheck; do
+      SAN_ONLY=norms timeout 120 compute-sanitizer --tool $tool python bench/sanitize_new.py > "$OUT/sanitize_$tool.txt" 2>&1 &
+    done
+    wait
+    ;;
+  ncu)        # ncu on the attention forward and backward beside cuDNN's (bench/attn_bwd_ncu.py, one log), then the
+              # three sanitizers on the attention backward (packed sequences first)
+    for m in "fwd" "cudnn_fwd" "tkn" "cudnn"; do
+      echo "##### $m" >> "$OUT/ncu.log"; timeout 50 ncu --clock-control none --profile-from-start off --section SpeedOfLight \
+        --section WarpStateStats --metrics sm__pipe_tensor_cycles_active.avg.pct_of_peak_sustained_elapsed \
+        python bench/attn_bwd_ncu.py $m >> "$OUT/ncu.log" 2>&1
+    done
+    for tool in memcheck racecheck synccheck; do
+      SAN_ONLY=bwd timeout ${SAN_S:-280} compute-sanitizer --tool $tool python bench/sanitize_new.py > "$OUT/sanitize_$tool.txt" 2>&1 &
+    done
+    wait
+    ;;
   gemmq)      # a quick GEMM bench (after a template change)
     mkdir -p /tmp/gq && timeout 120 python -m tkn bench gemm --quick --out /tmp/gq > "$OUT/gemm_quick.txt" 2>&1
     ;;

@@ -317,10 +317,11 @@ _kernels = {}
 
 
 def bwd_threads_per_sm(H, rms):
-    """The backward's launch bounds, threads an SM (0: none). LayerNorm up to hidden 2048: 1024 (64 registers, no
-    spills since the column-sum slots became a view), 1.03-1.09x there (norm_bwd_sweep_v14_small.json); above it
-    untimed, and RMSNorm has 64 registers without them: none (bench/norm_sweep.py replaces this function)."""
-    return 1024 if H <= 2048 and not rms else 0
+    """The backward's launch bounds, threads an SM (0: none). LayerNorm: 1024 (64 registers, no spills since the
+    column-sum slots became a view; without them 72-89 registers left 512 threads an SM at hidden 4096 / 8192),
+    1.03-1.09x at hidden 1024 / 2048 (norm_bwd_sweep_v14_small.json). RMSNorm has 64 registers without them: none
+    (bench/norm_sweep.py replaces this function)."""
+    return 0 if rms else 1024
 
 
 def fwd_kernel(H, cfg, rms, has_res, drop, store_h, has_bias):
