@@ -114,15 +114,17 @@ for phase in "$@"; do
     echo "bench exit $?" >> "$OUT/bench_norms.txt"
     timeout 90 python -m pytest tests/test_norms.py -q -n 8 -p no:cacheprovider > "$OUT/tests.txt" 2>&1
     ;;
-  normnew)    # the norm backward's launch bounds at every size (with and without, both norms), python -m tkn
-              # bench norms (QuACK with FA4's wheels, Liger) into res.tgz, the norm tests beside the sanitizers
+  normnew)    # the attention calls' host time (bench/attn_host.py), the norm backward's launch bounds at every size
+              # (with and without, both norms), python -m tkn bench norms (QuACK with FA4's wheels, Liger) into
+              # res.tgz, the norm tests beside the sanitizers
     if [ -f .carry/fa4b/install.sh ]; then
       bash .carry/fa4b/install.sh > /tmp/fa4_install.txt 2>&1
       export PYTHONPATH=/tmp/fa4site:/tmp/fa4site/nvidia_cutlass_dsl/dsl_packages:$PYTHONPATH
     fi
     [ -d .carry/liger/site ] && export PYTHONPATH=$PYTHONPATH:$PWD/.carry/liger/site
+    timeout 60 python bench/attn_host.py tottime > "$OUT/attn_host.txt" 2>&1
     timeout 110 python bench/norm_sweep.py 90 bounds > "$OUT/norm_sweep.txt" 2>&1
-    mkdir -p /tmp/res
+    mkdir -p /tmp/res && mv bench/results/norm_bwd_sweep.json /tmp/res/
     NORMS_BUDGET_S=150 timeout 220 python -m tkn bench norms --out /tmp/res > "$OUT/bench_norms.txt" 2>&1
     echo "bench exit $?" >> "$OUT/bench_norms.txt"
     tar czf "$OUT/res.tgz" -C /tmp res
