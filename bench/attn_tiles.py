@@ -3,7 +3,8 @@ run, same inputs: B=16 H=16 N=4096, D 64 and 128, causal and not. Each variant's
 Writes bench/results/attention_tiles.json.   python bench/attn_tiles.py [N] [--pingpong]
 
 Variants (kernels/attention.py Tiles): kv keys a stage, consumer warpgroups, stages, the register split, and
-overlap (FA3's intra-warpgroup order: the next S = Q K^T and this P V beside the softmax). The kernels compile
+overlap (FA3's intra-warpgroup order: the next S = Q K^T and this P V beside the softmax), ping-pong, the fused
+scale (ffma) and emu (exponentials on the FMA pipe). The kernels compile
 first in parallel processes (numba's disk cache), then one process times them."""
 import concurrent.futures as cf
 import os
@@ -17,11 +18,12 @@ import tkn.kernels.attention  # noqa: E402,F401
 
 A = sys.modules["tkn.kernels.attention"]
 T = A.Tiles
-PP = dict(overlap=True, pingpong=True)
-VARIANTS = {
-    128: [T(128, 2, 2), T(128, 2, 3, **PP), T(128, 2, 3, **PP, ffma=True), T(128, 2, 2, **PP, ffma=True)],
-    64: [T(128, 2, 4), T(128, 3, 4, 24, 160), T(128, 3, 4, 24, 160, ffma=True), T(128, 2, 4, **PP),
-         T(128, 2, 4, **PP, ffma=True)],
+PP = dict(overlap=True, pingpong=True, ffma=True)
+D64 = T(128, 3, 4, 24, 160, ffma=True)          # the defaults: D = 64 without a mask, then with it
+VARIANTS = {       # the defaults, then `emu` of each 4 exponentials on the FMA pipe (ptx.ex2_fma)
+    128: [T(128, 2, 3, **PP), T(128, 2, 3, **PP, emu=1)],
+    64: [D64, D64._replace(emu=1), D64._replace(emu=2), T(128, 2, 4, **PP), T(128, 2, 4, **PP, emu=1),
+         T(128, 2, 4, **PP, emu=2)],
 }
 PINGPONG = {}     # --pingpong: none apart now (the probe passed on an H200, 2026-12-02)
 if "--pingpong" in sys.argv:

@@ -134,6 +134,21 @@ for phase in "$@"; do
     done
     wait
     ;;
+  emunorm)    # the attention calls' host time, the attention forward's exp2 split (bench/attn_tiles.py, FA4
+              # beside), the norm backward's launch bounds (both norms), python -m tkn bench norms into res.tgz
+    if [ -f .carry/fa4b/install.sh ]; then
+      bash .carry/fa4b/install.sh > /tmp/fa4_install.txt 2>&1
+      export PYTHONPATH=/tmp/fa4site:/tmp/fa4site/nvidia_cutlass_dsl/dsl_packages:$PYTHONPATH
+    fi
+    [ -d .carry/liger/site ] && export PYTHONPATH=$PYTHONPATH:$PWD/.carry/liger/site
+    timeout 60 python bench/attn_host.py tottime > "$OUT/attn_host.txt" 2>&1
+    timeout 200 python bench/attn_tiles.py > "$OUT/tiles.txt" 2>&1
+    timeout 100 python bench/norm_sweep.py 80 bounds > "$OUT/norm_sweep.txt" 2>&1
+    mkdir -p /tmp/res && mv bench/results/norm_bwd_sweep.json /tmp/res/
+    NORMS_BUDGET_S=130 timeout 190 python -m tkn bench norms --out /tmp/res > "$OUT/bench_norms.txt" 2>&1
+    echo "bench exit $?" >> "$OUT/bench_norms.txt"
+    tar czf "$OUT/res.tgz" -C /tmp res
+    ;;
   ncu)        # ncu on the attention forward and backward beside cuDNN's (bench/attn_bwd_ncu.py, one log), then the
               # three sanitizers on the attention backward (packed sequences first)
     for m in "fwd" "cudnn_fwd" "tkn" "cudnn"; do

@@ -40,6 +40,7 @@ class Tiles(NamedTuple):
     overlap: bool = False       # FA3's intra-warpgroup overlap (compute_overlapped)
     pingpong: bool = False      # with overlap and 2 consumers: they issue their wgmmas in turn (FA3)
     ffma: bool = False          # the softmax's scale and max in one FFMA (the max kept in raw score units)
+    emu: int = 0                # of each 4 pairs of P a thread holds, how many exp2 on the FMA pipe (FA4's trick)
 
 
 # (D, causal) -> Tiles, measured on an H200 (bench/results/attention_tiles.json): ping-pong with the overlap
@@ -76,7 +77,7 @@ def _signature():
 
 def _make(D, causal, t):
     KV, CONSUMERS, ROWS, CAUSAL = t.kv, t.consumers, QR * t.consumers, causal
-    FFMA = t.ffma
+    FFMA, EMU = t.ffma, t.emu
     PINGPONG, TURN = t.pingpong, 1 + t.consumers     # named barriers TURN + w: consumer w's turn to issue
     if PINGPONG and (CONSUMERS != 2 or not t.overlap):
         raise ValueError(f"attention: pingpong needs overlap and 2 consumers, got {t}")
@@ -158,7 +159,7 @@ def _make(D, causal, t):
             tkn.row_max(state.m, state.s, state.m)   # ... and with this block
             tkn.sub_row(state.s, state.s, state.m)
             tkn.sub(state.alpha, state.alpha, state.m)
-        tkn.exp2(state.s, state.s)                   # P, unnormalised
+        tkn.exp2_split(state.s, state.s, EMU)        # P, unnormalised (EMU of 4 pairs off MUFU)
         tkn.exp2(state.alpha, state.alpha)           # rescales what was summed under the old max
         tkn.mul(state.l, state.l, state.alpha)
         tkn.row_sum(state.l, state.s, state.l)

@@ -13,7 +13,7 @@ from .barrier import bar_sync, bar_arrive, syncwarp, fence_proxy_async_shared, f
 from .mbarrier import (mbarrier_init, mbarrier_inval, mbarrier_arrive, mbarrier_arrive_expect_tx, mbarrier_expect_tx,
                        mbarrier_complete_tx, mbarrier_try_wait_parity, mbarrier_test_wait_parity, mbarrier_wait_parity,
                        sim_mbarrier_complete_tx)
-from .math import ex2, fma, lg2, rcp
+from .math import ex2, ex2_fma, fma, lg2, rcp
 from .shuffle import (shfl_idx, shfl_xor, shfl_up, shfl_down, shfl_idx_f32, shfl_xor_f32, shfl_up_f32,
                       shfl_down_f32)
 from .special import laneid, thread_rank

@@ -66,6 +66,17 @@ def test_forward(N, Nk, causal, D):
     _check(o, lse, *reference(q, k, v, causal))
 
 
+@pytest.mark.parametrize("emu", [2] if SIM else [1, 2])
+def test_forward_exp2_split(emu):
+    """The softmax with `emu` of each 4 exponentials on the FMA pipe (Tiles.emu, ptx.ex2_fma) against float64."""
+    r = rng()
+    for D, causal in ((64, True),) if SIM else ((64, False), (64, True), (128, True)):
+        q, k, v = _inputs(r, 1, 2, 1, *((100, 100) if SIM else (1000, 1000)), D)
+        out = poisoned(q.shape, np.uint16)
+        o, lse = A.forward(q, k, v, causal, out=out, tiles=A.TILES[D, causal]._replace(emu=emu))
+        _check(o, lse, *reference(q, k, v, causal))
+
+
 def test_varlen():
     r = rng()
     lens_q, lens_k = ([1, 37, 64], [1, 37, 64]) if SIM else ([1, 37, 64, 1000, 513], [5, 37, 100, 999, 513])

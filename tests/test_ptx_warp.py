@@ -358,6 +358,36 @@ def test_math():
     np.testing.assert_allclose(rcp, 1 / z.astype(np.float64), rtol=2.5e-7, atol=0)
 
 
+@tkn.jit.kernel
+def k_ex2_fma(x, out):
+    i = cuda.grid(1)
+    out[i] = ptx.ex2_fma(x[i])
+
+
+def test_ex2_fma():
+    """The FMA-pipe exp2: within 1e-4 of exact over the softmax's range, 0 below -127, NaN kept, and bit for bit
+    what its twin computes (so the simulator reproduces the hardware's P)."""
+    from tkn.ptx.math import _ex2_fma_twin
+    n = 512
+    x = rng.uniform(-126, 0, n).astype(np.float32)
+    x[:10] = [0.0, -np.inf, -200.0, np.nan, -0.5, 5.0, 100.0, 1e-7, -126.99, -1e-30]
+    out = cuda.to_device(np.full(n, 7.0, np.float32))
+    k_ex2_fma[4, 128](cuda.to_device(x), out)
+    got = out.copy_to_host()
+    assert got[1] == 0 and got[2] == 0 and got[8] == 0 and np.isnan(got[3])
+    ok = np.isfinite(x) & (x > -126)
+    np.testing.assert_allclose(got[ok], np.exp2(x[ok].astype(np.float64)), rtol=1e-4, atol=0)
+    twin = np.array([_ex2_fma_twin(v) for v in x], np.float32)
+    np.testing.assert_array_equal(got.view(np.uint32)[~np.isnan(x)], twin.view(np.uint32)[~np.isnan(x)])
+
+
+@pytest.mark.sass
+def test_ex2_fma_sass():
+    """No MUFU: the whole exp2 on the FMA and integer pipes (3 FFMA for the polynomial)."""
+    n = count(sass(k_ex2_fma, (types.float32[::1], types.float32[::1])), "MUFU", "FFMA", "FMUL")
+    assert n["MUFU"] == 0 and n["FFMA"] == 3 and n["FMUL"] == 1, n
+
+
 # --- shuffles --------------------------------------------------------------------------------------------------
 @tkn.jit.kernel
 def k_shuffle(u, f, src_lane, params, ou, of):

@@ -162,6 +162,31 @@ def _unary_impl_for(dst, f):
     return impl
 
 
+@op
+def exp2_split(dst, src, emulated):
+    """dst = 2**src (register tiles), `emulated` (a constant, 0-4) of the 4 pairs a thread holds in each 16x16
+    block by ptx.ex2_fma (FMA-pipe arithmetic, relative error < 1e-4) and the rest by MUFU.EX2: where the
+    special-function unit bounds a loop (attention's softmax at D = 64: as many exponentials as tensor-core
+    cycles), the two pipes share the work, as FA4 does."""
+    _same_shape("exp2_split", dst, src)
+    expect(_is(dst, "rt"), "exp2_split", "dst", "a register tile", dst)
+    k = getattr(emulated, "literal_value", getattr(emulated, "value", emulated))
+    if not isinstance(k, int):
+        return None
+    expect(0 <= k <= 4, "exp2_split", "emulated", "a constant 0..4", k)
+
+    def impl(dst, src, emulated):
+        for i in range(dst.shape[0]):
+            for j in range(dst.shape[1]):
+                for p in range(4):
+                    x, y = get_pair(src, i, j, p)
+                    if p >= 4 - k:
+                        set_pair(dst, i, j, p, ptx.ex2_fma(x), ptx.ex2_fma(y))
+                    else:
+                        set_pair(dst, i, j, p, ptx.ex2(x), ptx.ex2(y))
+    return impl
+
+
 # ----------------------------------------------------------------------------------------- binary maps
 @func
 def _add(x, y):
