@@ -149,6 +149,15 @@ for phase in "$@"; do
     echo "bench exit $?" >> "$OUT/bench_norms.txt"
     tar czf "$OUT/res.tgz" -C /tmp res
     ;;
+  final)      # the GPU tests of what changed (norms, rotary, attention forward, ptx leaves) beside the three
+              # sanitizers over norms, rotary, packed and dense attention forward and backward
+    timeout ${TEST_S:-300} python -m pytest tests/test_norms.py tests/test_rotary.py tests/test_attention.py \
+      tests/test_ptx_warp.py -q -n 8 -p no:cacheprovider > "$OUT/tests.txt" 2>&1 &
+    for tool in memcheck racecheck synccheck; do
+      timeout ${SAN_S:-330} compute-sanitizer --tool $tool python bench/sanitize_new.py > "$OUT/sanitize_$tool.txt" 2>&1 &
+    done
+    wait
+    ;;
   ncu)        # ncu on the attention forward and backward beside cuDNN's (bench/attn_bwd_ncu.py, one log), then the
               # three sanitizers on the attention backward (packed sequences first)
     for m in "fwd" "cudnn_fwd" "tkn" "cudnn"; do
