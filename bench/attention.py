@@ -28,6 +28,7 @@ B, H = 16, 16
 
 def shapes(quick):
     ns = (4096,) if quick else (4096, 8192, 16384, 2048, 1024)       # the headline length first
+    ns = tuple(int(n) for n in os.environ.get("ATTN_NS", "").split(",") if n) or ns     # e.g. ATTN_NS=2048,1024
     out = []
     for n in ns:
         out += [dict(B=B, H=H, Hkv=H, N=n, D=d, causal=c) for d in (128, 64) for c in (False, True)]

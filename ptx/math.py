@@ -70,7 +70,7 @@ def _ex2_fma_twin(x):
 ex2_fma = asm_leaf(
     "ex2_fma",
     "{ .reg .f32 c, r, f, p; .reg .b32 e;\n"
-    " max.ftz.f32 c, $1, 0fC2FE0000;\n"                 # -127: below it 2**x is 0 here
+    " max.ftz.NaN.f32 c, $1, 0fC2FE0000;\n"             # -127 (below it 2**x is 0 here); NaN stays NaN
     " add.rm.ftz.f32 r, c, 0f4B400000;\n"               # 1.5 * 2**23 + floor(c)
     " sub.ftz.f32 f, r, 0f4B400000;\n"
     " sub.ftz.f32 f, c, f;\n"                          # frac(c) in [0, 1)
