@@ -40,7 +40,8 @@ class Tiles(NamedTuple):
     overlap: bool = False       # FA3's intra-warpgroup overlap (compute_overlapped)
     pingpong: bool = False      # with overlap and 2 consumers: they issue their wgmmas in turn (FA3)
     ffma: bool = False          # the softmax's scale and max in one FFMA (the max kept in raw score units)
-    emu: int = 0                # of each 4 pairs of P a thread holds, how many exp2 on the FMA pipe (FA4's trick)
+    emu: int = 0                # of each 4 pairs of P a thread holds, how many exp2 on the FMA pipe (FA4's trick):
+                                # slower here at 1 and 2 (-6% D128, -12..-20% D64; attention_tiles_v15_emu.json)
 
 
 # (D, causal) -> Tiles, measured on an H200 (bench/results/attention_tiles.json): ping-pong with the overlap
