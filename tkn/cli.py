@@ -947,8 +947,10 @@ import tkn, tkn.ptx, tkn.kernels, tkn.templates, tkn.ops
 tkn.__path__[:] = [os.path.dirname(tkn.__file__)]
 # pdoc lists a package's submodules by its __all__ where it has one: add tkn's public submodules to it
 import pkgutil
+import importlib.util
+skip = ["cli"] + ([] if importlib.util.find_spec("torch") else ["torch"])     # tkn.torch needs PyTorch
 tkn.__all__ = list(tkn.__all__) + sorted(m.name for m in pkgutil.iter_modules(tkn.__path__)
-                                         if not m.name.startswith("_") and m.name not in tkn.__all__ + ["cli"])
+                                         if not m.name.startswith("_") and m.name not in tkn.__all__ + skip)
 pdoc.render.configure(docformat="markdown", footer_text="tkn")
 pdoc.pdoc("tkn", "tkn.ptx", "tkn.kernels", r"!tkn\\.cli$", r"!tkn(\\.\\w+)*\\._", output_directory=pdoc.Path(sys.argv[1]))
 """
