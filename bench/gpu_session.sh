@@ -158,6 +158,9 @@ for phase in "$@"; do
     done
     wait
     ;;
+  order)      # the causal attention's task order (plain / snake / auto), forward and backward (bench/attn_order.py)
+    timeout 200 python bench/attn_order.py > "$OUT/order.txt" 2>&1
+    ;;
   ncu)        # ncu on the attention forward and backward beside cuDNN's (bench/attn_bwd_ncu.py, one log), then the
               # three sanitizers on the attention backward (packed sequences first)
     for m in "fwd" "cudnn_fwd" "tkn" "cudnn"; do

@@ -50,13 +50,19 @@ _PP = dict(overlap=True, pingpong=True, ffma=True)
 TILES = {(128, False): Tiles(128, 2, 3, **_PP), (128, True): Tiles(128, 2, 3, **_PP),
          (64, False): Tiles(128, 3, 4, 24, 160, ffma=True), (64, True): Tiles(128, 2, 4, **_PP)}
 
+# Causal blocks' work grows with their index, and block i of the persistent grid takes tasks i, i + grid, ...:
+# with 32 blocks a head and 132 SMs, SM i only ever gets blocks = i mod 4 (a static imbalance of ~12% at N = 4096,
+# more at shorter N, by a model of the schedule). "snake": odd heads' blocks in reverse order; "auto": snake where
+# host.snake_balances says it lowers the busiest SM's share; "plain": as tasks are numbered (not yet timed: plain).
+ORDER = "plain"
+
 Task = namedtuple("Task", "b hq hk q0 k0 nq nk q_row blocks mask_from parity first")
 Task.__doc__ = """A task's sequence and block: map coordinates b, hq (Q/O head), hk (K/V head); the sequence's
 first rows q0, k0 and lengths nq, nk; the block's first query row q_row (in its sequence); the K/V blocks it
 reads; mask_from: the first key some row of the block cannot see; parity: of its Q barrier's phase; first:
 the block's first task."""
 
-ARGS = ("B", "H", "group", "N", "Nk", "qblocks", "varlen", "scale2", "cu_q", "cu_k", "tma_q", "tma_k", "tma_v",
+ARGS = ("B", "H", "group", "N", "Nk", "qblocks", "varlen", "snake", "scale2", "cu_q", "cu_k", "tma_q", "tma_k", "tma_v",
         "o", "o_b", "o_h", "o_r", "lse", "lse_b", "lse_h")
 
 
@@ -72,7 +78,7 @@ _SIG = []
 
 def _signature():
     from numba.cuda import types as nt
-    return ((nt.int64,) * 7 + (nt.float32, nt.int32[::1], nt.int32[::1]) + (nt.uint64,) * 4 + (nt.int64,) * 3
+    return ((nt.int64,) * 8 + (nt.float32, nt.int32[::1], nt.int32[::1]) + (nt.uint64,) * 4 + (nt.int64,) * 3
             + (nt.float32[::1], nt.int64, nt.int64))
 
 
@@ -91,7 +97,10 @@ def _make(D, causal, t):
     def common(g, task):
         bh = task // g.qblocks
         b, h = bh // g.H, bh % g.H
-        q_row = (task % g.qblocks) * ROWS
+        qb = task % g.qblocks
+        if g.snake and bh % 2:             # odd heads walk their blocks backwards (ORDER, host.snake_balances)
+            qb = g.qblocks - 1 - qb
+        q_row = qb * ROWS
         if g.varlen:                       # packed: one (1, H, total, D) map, rows from cu_seqlens
             q0, k0 = np.int64(g.cu_q[b]), np.int64(g.cu_k[b])
             nq, nk = np.int64(g.cu_q[b + 1]) - q0, np.int64(g.cu_k[b + 1]) - k0
@@ -390,9 +399,10 @@ def forward(q, k, v, causal=False, scale=None, cu_seqlens_q=None, cu_seqlens_k=N
     ntasks = pb.B * pb.H * qblocks
     launch = host.launcher(kern, sig, kern.threads, kern.plan.launch_bytes)
     grid = blocks or min(ntasks, host.num_sms(q if tc else None))
-    launch(grid, pb.B, pb.H, pb.H // pb.Hkv, pb.N, pb.Nk, qblocks, int(pb.varlen), np.float32(scale * LOG2E),
-           cu[0], cu[1], *(m.address for m in maps), io.ptr, *o_strides, dl.reshape(-1) if tc else dl.reshape(dl.size),
-           *lse_strides, stream=host.current_stream(q))
+    snake = causal and (ORDER == "snake" or ORDER == "auto" and host.snake_balances(qblocks, pb.B * pb.H, grid))
+    launch(grid, pb.B, pb.H, pb.H // pb.Hkv, pb.N, pb.Nk, qblocks, int(pb.varlen), int(snake),
+           np.float32(scale * LOG2E), cu[0], cu[1], *(m.address for m in maps), io.ptr, *o_strides,
+           dl.reshape(-1) if tc else dl.reshape(dl.size), *lse_strides, stream=host.current_stream(q))
     if do is not o and not ptx.SIM:
         interop.copy_back(do, o)
     return interop.to_user(o, like=q), interop.to_user(lse, like=q)

@@ -62,6 +62,7 @@ STAGES = {64: 4, 128: 2}        # main kernel: 17 KB / 33 KB stages
 DQ_BULK = True                  # dQ's parts leave through shared memory by one bulk reduce-add (else red.v4)
 S_FIRST = True                  # main kernel: P = exp2(S) while dP's wgmma still runs (else both waited at once)
 DQ_STAGES = {64: 4, 128: 3}     # dq kernel: K and V, 16 / 32 KB a stage
+ORDER = "plain"                 # main kernel, causal: "snake" / "auto" as kernels/attention.py's ORDER (not yet timed)
 
 
 # ----------------------------------------------------------------------------------------------- device helpers
@@ -222,6 +223,8 @@ def _make_main(D, causal, varlen, with_dq):
         task (few values, int32: the consumers keep them in registers through the task)."""
         kb = task % g.NKB
         bh = task // g.NKB
+        if g.snake and bh % 2:                   # odd heads walk their kv blocks backwards (ORDER)
+            kb = g.NKB - 1 - kb
         hk = bh % g.HKV
         b = bh // g.HKV
         _, nq, _, nk = seq(g, b)
@@ -438,13 +441,13 @@ def _make_main(D, causal, varlen, with_dq):
                consumer_regs=232)
 
 
-MAIN_ARGS = ("B", "HQ", "HKV", "GRP", "N", "NK", "NKB", "NQB", "sl2", "scale", "tma_q", "tma_k", "tma_v", "tma_do",
-             "tma_ld", "acc", "dk", "dv", "cu_q", "cu_k")
+MAIN_ARGS = ("B", "HQ", "HKV", "GRP", "N", "NK", "NKB", "NQB", "snake", "sl2", "scale", "tma_q", "tma_k", "tma_v",
+             "tma_do", "tma_ld", "acc", "dk", "dv", "cu_q", "cu_k")
 
 
 def _main_signature():
     from numba.cuda import types as nt
-    return (nt.int64,) * 8 + (nt.float32,) * 2 + (nt.int64,) * 8 + (nt.int32[::1],) * 2
+    return (nt.int64,) * 9 + (nt.float32,) * 2 + (nt.int64,) * 8 + (nt.int32[::1],) * 2
 
 
 # ------------------------------------------------------------------------------------ deterministic dq kernel
@@ -868,9 +871,10 @@ def attention_bwd(q, k, v, o, lse, do, *, causal=False, scale=None, deterministi
     NKB = -(-NK // TASK_KV)
     ntasks = B * Hkv * NKB
     grid = blocks or min(ntasks, sms)
+    snake = causal and (ORDER == "snake" or ORDER == "auto" and host.snake_balances(NKB, B * Hkv, grid))
     host.launcher(km, sm, km.threads, km.plan.launch_bytes)(
-        grid, B, Hq, Hkv, G, N, NK, NKB, NQB, sl2, np.float32(scale), *maps, ldmap, _address(dacc), _address(ddk),
-        _address(ddv), cu_q, cu_k, stream=stream)
+        grid, B, Hq, Hkv, G, N, NK, NKB, NQB, int(snake), sl2, np.float32(scale), *maps, ldmap, _address(dacc),
+        _address(ddk), _address(ddv), cu_q, cu_k, stream=stream)
 
     # 3. dq
     if deterministic:

@@ -11,6 +11,8 @@ torch is optional: without it nothing is a `Tensor` and `Autograd` is never buil
 """
 from typing import NamedTuple
 
+import numpy as np
+
 from tkn import interop, tma
 from tkn.ptx import SIM, dtypes
 
@@ -296,6 +298,28 @@ def persistent_grid(kernel, tasks, sms, cluster=1):
     clusters, and clusters beyond the resident ones would wait for a whole first wave)."""
     slots = sms if cluster == 1 else min(sms // cluster, kernel.max_active_clusters())
     return cluster * min(tasks, slots)
+
+
+_snakes = {}
+
+
+def snake_balances(per_group, groups, grid):
+    """Whether walking every odd group of tasks backwards evens out a persistent grid's static schedule (block i
+    takes tasks i, i + grid, ...), for `groups` runs of `per_group` tasks whose work grows linearly along the run
+    (causal attention: a query block sees keys up to its own). True when it lowers the busiest block's total by 2%
+    or more; decided once per shape."""
+    key = (per_group, groups, grid)
+    r = _snakes.get(key)
+    if r is None:
+        w = np.arange(1, per_group + 1, dtype=np.float64)
+        odd = (np.arange(groups) % 2 == 1)[:, None]
+        slot = np.arange(per_group * groups) % grid
+
+        def busiest(work):
+            return np.bincount(slot, work.ravel(), minlength=grid).max()
+        plain, snake = np.broadcast_to(w, (groups, per_group)), np.where(odd, w[::-1], w)
+        r = _snakes[key] = bool(busiest(snake) < 0.98 * busiest(plain))
+    return r
 
 
 class Launch(NamedTuple):
