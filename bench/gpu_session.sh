@@ -15,6 +15,10 @@
 #   normlast  the norm launch bounds at 4096 / 8192, the norms bench, the norm tests
 #   bwdbulk   attn_bwd_tiles (dQ by bulk reduce-add), the backward's GPU tests and sanitizers, norm_sweep
 #   kernels   attention (against cuDNN, FA2 and, installed first with .carry/fa4b carried, FA4), norms, rotary
+#   emunorm   attention host profile, the forward's exp2 split, norm bounds, the norms bench (after park)
+#   final     GPU tests of norms / rotary / attention forward / leaves beside the three sanitizers over everything
+#   order     the causal task order (plain / snake / auto);  ncu: ncu of forward and backward beside cuDNN's
+#             next session first: `bash bench/gpu_session.sh order ncu`
 # Logs and result files go to $OUT (the device tool brings them back); a summary is printed last.
 export PYTHONPATH=.
 OUT=${OUT:-/tmp/tkn_out}
