@@ -12,12 +12,11 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import queued_ms, write  # noqa: E402
+from common import HOST_SPIN as SPIN, queued_ms, write  # noqa: E402
 
 A = importlib.import_module("tkn.kernels.attention")
 AB = importlib.import_module("tkn.kernels.attention_bwd")
 ORDERS = ("plain", "snake", "auto")
-SPIN = 16_000_000
 
 
 def main():

@@ -12,6 +12,9 @@ def medians_ms(*fns, warmup=5, reps=20):
     return _alternating(fns, warmup, reps, calls=1, queued=False)
 
 
+HOST_SPIN = 16_000_000    # ~8 ms: long enough for the host to queue a window of calls that take ~2.5 ms each
+
+
 def queued_ms(*fns, calls=10, reps=15, warmup=5, spin=2_000_000):
     """Median GPU milliseconds per call of each fn(), from `reps` windows of `calls` calls each, queued behind a
     spin kernel of `spin` cycles (~1 ms by default; more where the host needs longer to queue the window) so the

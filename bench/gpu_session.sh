@@ -118,26 +118,6 @@ for phase in "$@"; do
     echo "bench exit $?" >> "$OUT/bench_norms.txt"
     timeout 90 python -m pytest tests/test_norms.py -q -n 8 -p no:cacheprovider > "$OUT/tests.txt" 2>&1
     ;;
-  normnew)    # the attention calls' host time (bench/attn_host.py), the norm backward's launch bounds at every size
-              # (with and without, both norms), python -m tkn bench norms (QuACK with FA4's wheels, Liger) into
-              # res.tgz, the norm tests beside the sanitizers
-    if [ -f .carry/fa4b/install.sh ]; then
-      bash .carry/fa4b/install.sh > /tmp/fa4_install.txt 2>&1
-      export PYTHONPATH=/tmp/fa4site:/tmp/fa4site/nvidia_cutlass_dsl/dsl_packages:$PYTHONPATH
-    fi
-    [ -d .carry/liger/site ] && export PYTHONPATH=$PYTHONPATH:$PWD/.carry/liger/site
-    timeout 60 python bench/attn_host.py tottime > "$OUT/attn_host.txt" 2>&1
-    timeout 110 python bench/norm_sweep.py 90 bounds > "$OUT/norm_sweep.txt" 2>&1
-    mkdir -p /tmp/res && mv bench/results/norm_bwd_sweep.json /tmp/res/
-    NORMS_BUDGET_S=150 timeout 220 python -m tkn bench norms --out /tmp/res > "$OUT/bench_norms.txt" 2>&1
-    echo "bench exit $?" >> "$OUT/bench_norms.txt"
-    tar czf "$OUT/res.tgz" -C /tmp res
-    timeout 120 python -m pytest tests/test_norms.py tests/test_rotary.py -q -n 8 -p no:cacheprovider > "$OUT/tests.txt" 2>&1 &
-    for tool in memcheck racecheck synccheck; do
-      SAN_ONLY=norms timeout 120 compute-sanitizer --tool $tool python bench/sanitize_new.py > "$OUT/sanitize_$tool.txt" 2>&1 &
-    done
-    wait
-    ;;
   emunorm)    # the attention calls' host time, the attention forward's exp2 split (bench/attn_tiles.py, FA4
               # beside), the norm backward's launch bounds (both norms), python -m tkn bench norms into res.tgz
     if [ -f .carry/fa4b/install.sh ]; then

@@ -318,9 +318,10 @@ _kernels = {}
 
 def bwd_threads_per_sm(H, rms):
     """The backward's launch bounds, threads an SM (0: none). LayerNorm: 1024 (64 registers, no spills since the
-    column-sum slots became a view; without them 72-89 registers left 512 threads an SM at hidden 4096 / 8192),
-    1.03-1.09x at hidden 1024 / 2048 (norm_bwd_sweep_v14_small.json). RMSNorm has 64 registers without them: none
-    (bench/norm_sweep.py replaces this function)."""
+    column-sum slots became a view; without them 72-89 registers left 512 threads an SM at hidden 4096 / 8192):
+    1.03-1.09x at hidden 1024 / 2048, 1.42x at 4096 (norm_bwd_sweep_v14_small.json, norm_bwd_sweep_v15_bounds.json;
+    8192: 2120 -> 3205 GB/s between the two layernorm.json runs of 2026-12-03). RMSNorm has 64 registers without
+    them and read the same with them: none (bench/norm_sweep.py replaces this function)."""
     return 0 if rms else 1024
 
 

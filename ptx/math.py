@@ -50,7 +50,11 @@ fma = asm_leaf(
 # coefficients; c3, c2, c1 (c0 = 1).
 _EX2_POLY = (np.float32(0.077119089663028717041015625), np.float32(0.227564394474029541015625),
              np.float32(0.695146143436431884765625))
-_ROUND = np.float32(12582912.0)     # 1.5 * 2**23: adding it (rounding down) leaves floor(x) in the low mantissa bits
+
+
+def _hexf(v):
+    """An f32 constant as PTX writes it (0fXXXXXXXX)."""
+    return f"0f{int(np.float32(v).view(np.uint32)):08X}"
 
 
 def _ex2_fma_twin(x):
@@ -58,7 +62,7 @@ def _ex2_fma_twin(x):
     if np.isnan(x):
         return np.float32(np.nan)
     c = max(x, np.float32(-127.0))
-    n = np.floor(c)                                  # what add.rm with _ROUND and the subtraction leave
+    n = np.floor(c)                                  # what the rounding add of 1.5 * 2**23 and its subtraction leave
     f = np.float32(c - n)                            # exact
     p = _fma_twin(f, _EX2_POLY[0], _EX2_POLY[1])
     p = _fma_twin(p, f, _EX2_POLY[2])
@@ -71,11 +75,11 @@ ex2_fma = asm_leaf(
     "ex2_fma",
     "{ .reg .f32 c, r, f, p; .reg .b32 e;\n"
     " max.ftz.NaN.f32 c, $1, 0fC2FE0000;\n"             # -127 (below it 2**x is 0 here); NaN stays NaN
-    " add.rm.ftz.f32 r, c, 0f4B400000;\n"               # 1.5 * 2**23 + floor(c)
+    " add.rm.ftz.f32 r, c, 0f4B400000;\n"               # 1.5 * 2**23 + floor(c) (rounding down)
     " sub.ftz.f32 f, r, 0f4B400000;\n"
     " sub.ftz.f32 f, c, f;\n"                          # frac(c) in [0, 1)
-    " fma.rn.ftz.f32 p, f, 0f3D9DF09D, 0f3E6906A4;\n"
-    " fma.rn.ftz.f32 p, p, f, 0f3F31F519;\n"
+    f" fma.rn.ftz.f32 p, f, {_hexf(_EX2_POLY[0])}, {_hexf(_EX2_POLY[1])};\n"
+    f" fma.rn.ftz.f32 p, p, f, {_hexf(_EX2_POLY[2])};\n"
     " fma.rn.ftz.f32 p, p, f, 0f3F800000;\n"           # 2**frac
     " mov.b32 e, r;\n"
     " shl.b32 e, e, 23;\n"                             # floor(c) into the exponent field ...
@@ -86,5 +90,5 @@ ex2_fma = asm_leaf(
     outs=("f32",), ins=("f32",), memory=False, volatile=False, twin=_ex2_fma_twin,
     doc="2**x for x <= 127 on the FMA and integer pipes instead of MUFU (FA4's exp2 emulation: floor by a "
         "rounding add, a degree-3 polynomial for the fraction, the integer part into the exponent); relative "
-        "error below 1e-4, 0 below -127, NaN for NaN. Where MUFU.EX2 is the bottleneck (attention's softmax), "
-        "a share of the exponentials moves here (tkn.exp2_split).")
+        "error below 1e-4, 0 below -127, NaN for NaN. Where MUFU.EX2 is the bottleneck, a share of the "
+        "exponentials can move here (tkn.exp2_split).")

@@ -24,8 +24,8 @@ _LAZY.update(dict.fromkeys(
 _LAZY.update(dict.fromkeys(("kernel", "func"), "jit"))
 _LAZY.update(dict.fromkeys(
     "zero one neg_infty pos_infty fill exp exp2 exp2_split log abs_ relu neg copy add sub mul div max_ min_ add_row "
-    "sub_row mul_row div_row fma_row add_col sub_col mul_col div_col row_max row_min row_sum col_max col_min col_sum tril triu "
-    "make_causal swap_layout transpose load store load_async load_async_wait mma_AB mma_ABt mma_AtB "
+    "sub_row mul_row div_row fma_row add_col sub_col mul_col div_col row_max row_min row_sum col_max col_min col_sum "
+    "tril triu make_causal swap_layout transpose load store load_async load_async_wait mma_AB mma_ABt mma_AtB "
     "mma_AtBt".split(), "ops.warp"))
 
 __all__ = list(_LAZY)      # `from tkn import *` and the API reference (pdoc): what the package exports

@@ -166,8 +166,8 @@ def _unary_impl_for(dst, f):
 def exp2_split(dst, src, emulated):
     """dst = 2**src (register tiles), `emulated` (a constant, 0-4) of the 4 pairs a thread holds in each 16x16
     block by ptx.ex2_fma (FMA-pipe arithmetic, relative error < 1e-4) and the rest by MUFU.EX2: where the
-    special-function unit bounds a loop (attention's softmax at D = 64: as many exponentials as tensor-core
-    cycles), the two pipes share the work, as FA4 does."""
+    special-function unit bounds a loop, the two pipes share the work, as FA4 does. (In tkn's attention softmax
+    it lost 6-20%: the FMA pipe is the fuller one there; bench/results/attention_tiles_v15_emu.json.)"""
     _same_shape("exp2_split", dst, src)
     expect(_is(dst, "rt"), "exp2_split", "dst", "a register tile", dst)
     k = getattr(emulated, "literal_value", getattr(emulated, "value", emulated))
