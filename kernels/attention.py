@@ -53,8 +53,9 @@ TILES = {(128, False): Tiles(128, 2, 3, **_PP), (128, True): Tiles(128, 2, 3, **
 # Causal blocks' work grows with their index, and block i of the persistent grid takes tasks i, i + grid, ...:
 # with 32 blocks a head and 132 SMs, SM i only ever gets blocks = i mod 4 (a static imbalance of ~12% at N = 4096,
 # more at shorter N, by a model of the schedule). "snake": odd heads' blocks in reverse order; "auto": snake where
-# host.snake_balances says it lowers the busiest SM's share; "plain": as tasks are numbered (not yet timed: plain).
-ORDER = "plain"
+# host.snake_balances says it lowers the busiest SM's share; "plain": as tasks are numbered. Measured on an H200
+# (bench/results/attention_order.json, causal B16 H16): auto over plain +18% at N = 1024, +10% at 4096, +4% at 8192.
+ORDER = "auto"
 
 Task = namedtuple("Task", "b hq hk q0 k0 nq nk q_row blocks mask_from parity first")
 Task.__doc__ = """A task's sequence and block: map coordinates b, hq (Q/O head), hk (K/V head); the sequence's

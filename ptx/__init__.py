@@ -1,7 +1,7 @@
 """tkn.ptx: the inline-PTX leaves. Each is a numba intrinsic on the GPU and a Python twin under the simulator."""
 from ._sim import SIM
 from .address import (shared_address, global_address, st_global_b32, red_add_v4_f32, ld_global_v4_f32,  # noqa: F401
-                      st_global_v4_f32, st_shared_v4_f32)
+                      ld_global_nc_v4_f32, st_global_v4_f32, st_shared_v4_f32)
 from .convert import pack_bf16x2, pack_f16x2, unpack_bf16x2, unpack_f16x2, bf16_bits, bf16_float, e4m3_bits, e4m3_float
 from .mma import mma_m16n8k16_bf16, mma_m16n8k16_f16, mma_m16n8k16_f16_f16acc
 from .ldmatrix import (ldmatrix_x1, ldmatrix_x2, ldmatrix_x4, ldmatrix_x1_trans, ldmatrix_x2_trans, ldmatrix_x4_trans,

@@ -101,6 +101,11 @@ red_add_v4_f32 = asm_leaf(
 ld_global_v4_f32 = asm_leaf(
     "ld_global_v4_f32", "ld.global.v4.f32 {$0, $1, $2, $3}, [$4];", outs=("f32",) * 4, ins=("b64",), memory=True,
     volatile=True, twin=_ld_v4_f32_twin, doc="Four floats from global memory at addr.")
+ld_global_nc_v4_f32 = asm_leaf(
+    "ld_global_nc_v4_f32", "ld.global.nc.v4.f32 {$0, $1, $2, $3}, [$4];", outs=("f32",) * 4, ins=("b64",),
+    memory=False, volatile=False, twin=_ld_v4_f32_twin,
+    doc="Four floats from global memory that no thread writes while the kernel runs (the read-only path; neither "
+        "volatile nor a memory clobber, so the compiler may hoist a loop's loads ahead of its stores).")
 st_global_v4_f32 = asm_leaf(
     "st_global_v4_f32", "st.global.v4.f32 [$0], {$1, $2, $3, $4};", ins=("b64",) + ("f32",) * 4, memory=True,
     volatile=True, twin=_st_v4_f32_twin, doc="Four floats to global memory at addr.")

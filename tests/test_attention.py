@@ -77,13 +77,14 @@ def test_forward_exp2_split(emu):
         _check(o, lse, *reference(q, k, v, causal))
 
 
-def test_forward_snake_order(monkeypatch):
-    """ORDER = "snake" (odd heads walk their query blocks backwards) and "auto": the same O and lse."""
+def test_forward_task_orders(monkeypatch):
+    """ORDER = "snake" (odd heads walk their query blocks backwards) and "plain" (the default is "auto"): the same
+    O and lse."""
     r = rng()
     N, D = (150, 64) if SIM else (1000, 128)
     q, k, v = _inputs(r, 1, 2, 2, N, N, D)
     ref = reference(q, k, v, True)
-    for order in ("snake", "auto"):
+    for order in ("snake", "plain"):
         monkeypatch.setattr(A, "ORDER", order)
         out = poisoned(q.shape, np.uint16)
         o, lse = A.forward(q, k, v, True, out=out, blocks=2)
